@@ -1,0 +1,9 @@
+"""Errors that the command-line tools print as one clear line."""
+
+
+class SpacetimeError(Exception):
+    """A user-facing error: its message names the bad value and what was expected."""
+
+
+class CheckpointError(SpacetimeError):
+    """A checkpoint is missing, corrupt, truncated, or does not fit the model."""

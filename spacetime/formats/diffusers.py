@@ -1,0 +1,159 @@
+"""The diffusers folder layout: model_index.json with unet/, vae/, text_encoder/, tokenizer/, scheduler/.
+
+spacetime's modules use diffusers' parameter names, so loading is "read config → build on the meta
+device → assign the tensors", and saving writes files diffusers' `from_pretrained` reads.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from spacetime.errors import CheckpointError
+from spacetime.formats.weights import build_empty, load_into, read_component, read_json
+from spacetime.models.text import TextEncoder
+from spacetime.models.unet import UNet2DCondition, UNetConfig
+from spacetime.models.vae import AutoencoderKL, VAEConfig
+from spacetime.sampling import NoiseSchedule
+
+
+@dataclass
+class Components:
+    """The parts of a latent diffusion model; pipelines are thin loops over these."""
+
+    unet: UNet2DCondition
+    vae: AutoencoderKL
+    text_encoder: TextEncoder
+    schedule: NoiseSchedule
+
+
+def _config(cls, folder: Path):
+    try:
+        return cls.from_diffusers(read_json(folder / "config.json"))
+    except ValueError as e:
+        raise CheckpointError(f"{folder / 'config.json'}: {e}") from None
+
+
+def build_unet(cfg: UNetConfig, sd: dict[str, Tensor]) -> UNet2DCondition:
+    return load_into(build_empty(lambda: UNet2DCondition(cfg)), sd, "unet")
+
+
+def build_vae(cfg: VAEConfig, sd: dict[str, Tensor]) -> AutoencoderKL:
+    return load_into(build_empty(lambda: AutoencoderKL(cfg)), sd, "vae")
+
+
+def build_text_encoder(config: dict, sd: dict[str, Tensor], tokenizer) -> TextEncoder:
+    """A transformers CLIPTextModel from its config dict and weights (no random init)."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    cfg = CLIPTextConfig(**{k: v for k, v in config.items() if not k.startswith("_")})
+    model = build_empty(lambda: CLIPTextModel(cfg))
+    # position_ids is a pure function of length: never loaded, rebuilt below. transformers 4
+    # nests the weights under `text_model.`, transformers 5 does not; accept either.
+    nested = any(k.startswith("text_model.") for k in model.state_dict())
+    sd = {
+        _with_prefix(k, "text_model.", nested): v
+        for k, v in sd.items()
+        if not k.endswith("position_ids")
+    }
+    load_into(model, sd, "text_encoder")
+    embeddings = getattr(model, "text_model", model).embeddings
+    n = embeddings.position_embedding.num_embeddings
+    embeddings.register_buffer("position_ids", torch.arange(n).expand((1, -1)), persistent=False)
+    return TextEncoder(tokenizer, model.eval())
+
+
+def _with_prefix(key: str, prefix: str, wanted: bool) -> str:
+    has = key.startswith(prefix)
+    if wanted and not has:
+        return prefix + key
+    return key[len(prefix) :] if has and not wanted else key
+
+
+def load_tokenizer(folder: Path):
+    from transformers import CLIPTokenizer
+
+    if not (folder / "vocab.json").is_file():
+        raise CheckpointError(f"missing tokenizer: expected {folder / 'vocab.json'}")
+    return CLIPTokenizer.from_pretrained(str(folder))
+
+
+def load_diffusers(root: Path) -> Components:
+    """Load a diffusers-layout Stable Diffusion folder."""
+    index = read_json(root / "model_index.json")
+    for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+        if part not in index or not (root / part).is_dir():
+            raise CheckpointError(f"{root} lacks the {part}/ component that model_index.json needs")
+    unet = build_unet(_config(UNetConfig, root / "unet"), read_component(root / "unet", "diffusion_pytorch_model"))
+    vae = build_vae(_config(VAEConfig, root / "vae"), read_component(root / "vae", "diffusion_pytorch_model"))
+    text = build_text_encoder(
+        read_json(root / "text_encoder" / "config.json"),
+        read_component(root / "text_encoder", "model"),
+        load_tokenizer(root / "tokenizer"),
+    )
+    try:
+        schedule = NoiseSchedule.from_diffusers_config(
+            read_json(root / "scheduler" / "scheduler_config.json")
+        )
+    except ValueError as e:
+        raise CheckpointError(f"{root / 'scheduler' / 'scheduler_config.json'}: {e}") from None
+    return Components(unet.eval(), vae.eval(), text, schedule)
+
+
+def _save_module(folder: Path, config: dict, sd: dict[str, Tensor], stem: str) -> None:
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    sd = {k: v.detach().contiguous().cpu() for k, v in sd.items()}
+    save_file(sd, str(folder / f"{stem}.safetensors"), metadata={"format": "pt"})
+
+
+def save_diffusers(components: Components, root: Path, overwrite: bool = False) -> Path:
+    """Write a folder that diffusers' StableDiffusionPipeline.from_pretrained loads.
+
+    The folder is assembled next to its destination and renamed into place, so an error never
+    leaves half a model behind.
+    """
+    root = Path(root)
+    if root.exists() and not overwrite:
+        raise CheckpointError(f"{root} exists; pass overwrite=True to replace it")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}."))
+    try:
+        c = components
+        _save_module(tmp / "unet", c.unet.config.to_diffusers(), c.unet.state_dict(), "diffusion_pytorch_model")
+        _save_module(tmp / "vae", c.vae.config.to_diffusers(), c.vae.state_dict(), "diffusion_pytorch_model")
+        c.text_encoder.model.save_pretrained(str(tmp / "text_encoder"))
+        c.text_encoder.tokenizer.save_pretrained(str(tmp / "tokenizer"))
+        (tmp / "scheduler").mkdir()
+        (tmp / "scheduler" / "scheduler_config.json").write_text(
+            json.dumps(c.schedule.to_diffusers_config(), indent=2) + "\n"
+        )
+        index = {
+            "_class_name": "StableDiffusionPipeline",
+            "_diffusers_version": "0.30.0",
+            "unet": ["diffusers", "UNet2DConditionModel"],
+            "vae": ["diffusers", "AutoencoderKL"],
+            "text_encoder": ["transformers", "CLIPTextModel"],
+            "tokenizer": ["transformers", "CLIPTokenizer"],
+            "scheduler": ["diffusers", c.schedule.to_diffusers_config()["_class_name"]],
+            "safety_checker": [None, None],
+            "feature_extractor": [None, None],
+            "requires_safety_checker": False,
+        }
+        (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+        if root.exists():
+            shutil.rmtree(root)
+        tmp.rename(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return root
+

@@ -1,0 +1,184 @@
+"""Building blocks shared by the U-Net and the VAE, with diffusers' parameter names."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from spacetime.models.attention import Attention
+
+
+def timestep_embedding(
+    timesteps: Tensor, dim: int, flip_sin_to_cos: bool = True, freq_shift: float = 0.0
+) -> Tensor:
+    """Sinusoidal embedding of diffusion time (Vaswani et al. 2017; DDPM, Ho et al. 2020)."""
+    half = dim // 2
+    exponent = -math.log(10000) * torch.arange(half, dtype=torch.float32, device=timesteps.device)
+    freqs = torch.exp(exponent / (half - freq_shift))
+    angles = timesteps[:, None].float() * freqs[None, :]
+    emb = torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
+    if flip_sin_to_cos:
+        emb = torch.cat([emb[:, half:], emb[:, :half]], dim=-1)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb
+
+
+class TimestepEmbedding(nn.Module):
+    """Two-layer MLP on the sinusoidal embedding."""
+
+    def __init__(self, in_dim: int, dim: int):
+        super().__init__()
+        self.linear_1 = nn.Linear(in_dim, dim)
+        self.linear_2 = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear_2(F.silu(self.linear_1(x)))
+
+
+class ResnetBlock(nn.Module):
+    """GroupNorm-SiLU-conv residual block, optionally shifted by a time embedding (DDPM / LDM)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        temb_channels: int | None,
+        groups: int = 32,
+        eps: float = 1e-5,
+    ):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, in_channels, eps=eps)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.time_emb_proj = nn.Linear(temb_channels, out_channels) if temb_channels else None
+        self.norm2 = nn.GroupNorm(groups, out_channels, eps=eps)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.conv_shortcut = (
+            nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
+        )
+
+    def forward(self, x: Tensor, temb: Tensor | None = None) -> Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        if self.time_emb_proj is not None:
+            h = h + rearrange(self.time_emb_proj(F.silu(temb)), "b c -> b c 1 1")
+        h = self.conv2(F.silu(self.norm2(h)))
+        skip = x if self.conv_shortcut is None else self.conv_shortcut(x)
+        return skip + h
+
+
+class Downsample(nn.Module):
+    """Stride-2 3×3 conv; the VAE pads asymmetrically (right/bottom) as LDM does."""
+
+    def __init__(self, channels: int, padding: int = 1):
+        super().__init__()
+        self.padding = padding
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=padding)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.padding == 0:
+            x = F.pad(x, (0, 1, 0, 1))
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour 2× (or to a skip's size) then a 3×3 conv."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor, size: tuple[int, int] | None = None) -> Tensor:
+        # Interpolating to the skip's size keeps odd latent sizes working; for exact halves it
+        # equals scale_factor=2. Nearest has no bf16 CPU kernel in older torch, so upcast.
+        dtype = x.dtype
+        if size is None:
+            x = F.interpolate(x.float(), scale_factor=2.0, mode="nearest")
+        else:
+            x = F.interpolate(x.float(), size=size, mode="nearest")
+        return self.conv(x.to(dtype))
+
+
+class GEGLU(nn.Module):
+    """Gated GELU projection (Shazeer 2020)."""
+
+    def __init__(self, dim: int, inner: int):
+        super().__init__()
+        self.proj = nn.Linear(dim, inner * 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, gate = self.proj(x).chunk(2, dim=-1)
+        return h * F.gelu(gate)
+
+
+class FeedForward(nn.Module):
+    """GEGLU feed-forward; keys ff.net.0.proj and ff.net.2 as diffusers."""
+
+    def __init__(self, dim: int, mult: int = 4):
+        super().__init__()
+        self.net = nn.ModuleList([GEGLU(dim, dim * mult), nn.Dropout(0.0), nn.Linear(dim * mult, dim)])
+
+    def forward(self, x: Tensor) -> Tensor:
+        for layer in self.net:
+            x = layer(x)
+        return x
+
+
+class TransformerBlock(nn.Module):
+    """Self-attention, cross-attention to text, GEGLU feed-forward, pre-norm residuals (LDM)."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int | None):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn1 = Attention(dim, heads, head_dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.attn2 = Attention(dim, heads, head_dim, context_dim=context_dim)
+        self.norm3 = nn.LayerNorm(dim)
+        self.ff = FeedForward(dim)
+
+    def forward(self, x: Tensor, context: Tensor | None) -> Tensor:
+        x = x + self.attn1(self.norm1(x))
+        x = x + self.attn2(self.norm2(x), context)
+        return x + self.ff(self.norm3(x))
+
+
+class SpatialTransformer(nn.Module):
+    """Transformer over the h·w tokens of a feature map (diffusers' Transformer2DModel)."""
+
+    def __init__(
+        self,
+        channels: int,
+        heads: int,
+        context_dim: int,
+        depth: int = 1,
+        groups: int = 32,
+        linear_projection: bool = False,
+    ):
+        super().__init__()
+        self.linear_projection = linear_projection
+        self.norm = nn.GroupNorm(groups, channels, eps=1e-6)
+        make = nn.Linear if linear_projection else (lambda i, o: nn.Conv2d(i, o, 1))
+        self.proj_in = make(channels, channels)
+        self.transformer_blocks = nn.ModuleList(
+            [TransformerBlock(channels, heads, channels // heads, context_dim) for _ in range(depth)]
+        )
+        self.proj_out = make(channels, channels)
+
+    def forward(self, x: Tensor, context: Tensor | None) -> Tensor:
+        _, _, h, w = x.shape
+        residual = x
+        x = self.norm(x)
+        if self.linear_projection:
+            x = self.proj_in(rearrange(x, "b c h w -> b (h w) c"))
+        else:
+            x = rearrange(self.proj_in(x), "b c h w -> b (h w) c")
+        for block in self.transformer_blocks:
+            x = block(x, context)
+        if self.linear_projection:
+            x = rearrange(self.proj_out(x), "b (h w) c -> b c h w", h=h, w=w)
+        else:
+            x = self.proj_out(rearrange(x, "b (h w) c -> b c h w", h=h, w=w))
+        return x + residual

@@ -1,0 +1,48 @@
+"""Prompt → token embeddings with a CLIP text encoder (Radford et al. 2021), as SD uses it."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from transformers import CLIPTextModel, CLIPTokenizer
+
+
+class TextEncoder(nn.Module):
+    """CLIP tokenizer + text transformer: pad to the tokenizer's length (77), last hidden state."""
+
+    def __init__(self, tokenizer: CLIPTokenizer, model: CLIPTextModel):
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.model = model
+
+    @property
+    def dim(self) -> int:
+        return self.model.config.hidden_size
+
+    def tokenize(self, prompts: list[str]) -> Tensor:
+        """(b, n) token ids, padded/truncated to the tokenizer's model_max_length."""
+        return self.tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
+
+    def forward(self, prompts: list[str], clip_skip: int | None = None) -> Tensor:
+        """(b, n, d) embeddings; clip_skip=k takes the hidden state k layers before the last,
+        passed through the final layer norm (as diffusers and A1111 do)."""
+        ids = self.tokenize(prompts).to(self.model.device)
+        if not clip_skip:
+            return self.model(ids).last_hidden_state
+        if clip_skip < 0 or clip_skip >= self.model.config.num_hidden_layers:
+            raise ValueError(
+                f"clip_skip must be in [0, {self.model.config.num_hidden_layers - 1}], got {clip_skip}"
+            )
+        hidden = self.model(ids, output_hidden_states=True).hidden_states[-(clip_skip + 1)]
+        # transformers 5 flattened CLIPTextModel; 4.x nests it under text_model.
+        return getattr(self.model, "text_model", self.model).final_layer_norm(hidden)
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str], clip_skip: int | None = None) -> Tensor:
+        return self.forward(prompts, clip_skip)
