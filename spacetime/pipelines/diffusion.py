@@ -1,0 +1,147 @@
+"""Text-conditioned latent diffusion, shared by every pipeline: encode prompt, sample, decode.
+
+Images are one-frame clips: the same loop samples `(b, 4, h, w)` image latents or `(b, 4, t, h, w)`
+clip latents, and the U-Net folds frames into its batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from einops import rearrange
+from torch import Tensor
+
+from spacetime import sampling
+from spacetime.errors import SpacetimeError
+from spacetime.formats.diffusers import Components
+from spacetime.precision import autocast, resolve_precision
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Everything that decides the output besides the weights; validated on construction."""
+
+    prompts: tuple[str, ...]
+    negative_prompts: tuple[str, ...]
+    steps: int = 20
+    guidance: float = 7.5
+    scheduler: str = "ddim"
+    karras: bool = False
+    eta: float = 0.0
+    seed: int | None = 0
+    height: int = 512
+    width: int = 512
+    frames: int = 1
+    num_images: int = 1
+    clip_skip: int | None = None
+
+    def __post_init__(self):
+        if not self.prompts:
+            raise SpacetimeError("at least one prompt is needed")
+        if len(self.negative_prompts) not in (0, len(self.prompts)):
+            raise SpacetimeError(
+                f"{len(self.negative_prompts)} negative prompts for {len(self.prompts)} prompts"
+            )
+        if self.steps < 1:
+            raise SpacetimeError(f"steps must be >= 1, got {self.steps}")
+        if self.guidance < 0:
+            raise SpacetimeError(f"guidance must be >= 0, got {self.guidance}")
+        if self.eta < 0:
+            raise SpacetimeError(f"eta must be >= 0, got {self.eta}")
+        if self.scheduler not in sampling.SAMPLERS:
+            raise SpacetimeError(
+                f"scheduler must be one of {', '.join(sampling.SAMPLERS)}, got {self.scheduler!r}"
+            )
+        for name in ("height", "width"):
+            value = getattr(self, name)
+            if value < 8 or value % 8:
+                raise SpacetimeError(f"{name} must be a positive multiple of 8, got {value}")
+        if self.frames < 1:
+            raise SpacetimeError(f"frames must be >= 1, got {self.frames}")
+        if self.num_images < 1:
+            raise SpacetimeError(f"num_images must be >= 1, got {self.num_images}")
+
+
+class DiffusionPipeline:
+    """Prompt → latents → pixels over a `Components` bundle (thin: the work is in the modules)."""
+
+    def __init__(self, components: Components, device: str | torch.device = "cpu"):
+        self.components = components
+        self.device = torch.device(device)
+        for module in (components.unet, components.vae, components.text_encoder):
+            module.to(self.device)
+
+    @property
+    def default_size(self) -> int:
+        c = self.components
+        return c.unet.config.sample_size * c.vae.config.downscale
+
+    @torch.no_grad()
+    def encode_prompts(self, req: GenerationRequest) -> tuple[Tensor, Tensor | None]:
+        """(b·n, 77, d) conditional and unconditional embeddings, repeated per image (diffusers order)."""
+        text = self.components.text_encoder
+        cond = text.encode(list(req.prompts), req.clip_skip)
+        uncond = None
+        if req.guidance != 1.0:
+            negatives = list(req.negative_prompts) or [""] * len(req.prompts)
+            uncond = text.encode(negatives, req.clip_skip)
+        repeat = lambda e: None if e is None else e.repeat_interleave(req.num_images, dim=0)  # noqa: E731
+        return repeat(cond), repeat(uncond)
+
+    @torch.no_grad()
+    def sample_latents(
+        self,
+        req: GenerationRequest,
+        precision: str = "auto",
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Tensor:
+        """Run the sampler; returns clean latents (b, 4, h/8, w/8) or (b, 4, t, h/8, w/8)."""
+        c = self.components
+        factor = c.vae.config.downscale
+        if req.height % factor or req.width % factor:
+            raise SpacetimeError(
+                f"height and width must be multiples of {factor} for this VAE, "
+                f"got {req.height}x{req.width}"
+            )
+        precision = resolve_precision(precision, self.device)
+        cond, uncond = self.encode_prompts(req)
+        batch = len(req.prompts) * req.num_images
+        lat = (req.height // factor, req.width // factor)
+        frames = () if req.frames == 1 else (req.frames,)
+        shape = (batch, c.unet.config.in_channels, *frames, *lat)
+        # Seeds follow the ecosystem: one CPU generator draws the initial latents, then any
+        # sampler noise, so the same seed gives diffusers' images.
+        generator = torch.Generator("cpu")
+        if req.seed is not None:
+            generator.manual_seed(req.seed)
+        else:
+            generator.seed()
+        plan = sampling.plan(c.schedule, req.scheduler, req.steps, karras=req.karras)
+        x = torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device)
+        x = x * plan.init_noise_sigma
+
+        def net(x_t: Tensor, t: Tensor, context: Tensor) -> Tensor:
+            with autocast(precision, self.device):
+                return c.unet(x_t, t.to(self.device), context).float()
+
+        model_fn = sampling.classifier_free_guidance(net, cond, uncond, req.guidance)
+        denoiser = sampling.model_denoiser(model_fn, c.schedule)
+        callback = None if progress is None else (lambda i, _x: progress(i + 1, req.steps))
+        x = sampling.sample(
+            req.scheduler, denoiser, x, plan, eta=req.eta, generator=generator, callback=callback
+        )
+        return sampling.to_network_space(x, plan.sigmas_next[-1])
+
+    @torch.no_grad()
+    def decode(self, latents: Tensor, precision: str = "auto") -> np.ndarray:
+        """Latents → uint8 pixels (b, h, w, 3) or (b, t, h, w, 3), rounded as diffusers does."""
+        precision = resolve_precision(precision, self.device)
+        with autocast(precision, self.device):
+            images = self.components.vae.decode(latents.to(self.device)).float()
+        images = (images / 2 + 0.5).clamp(0, 1)
+        channels_last = "b c t h w -> b t h w c" if images.ndim == 5 else "b c h w -> b h w c"
+        pixels = rearrange(images, channels_last).cpu().numpy()
+        return (pixels * 255).round().astype(np.uint8)

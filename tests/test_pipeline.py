@@ -1,0 +1,165 @@
+"""End to end: the same seed gives diffusers' StableDiffusionPipeline image, to 8-bit precision."""
+
+import numpy as np
+import pytest
+import tiny
+import torch
+
+from spacetime.errors import CheckpointError, SpacetimeError
+from spacetime.pipelines.image import ImagePipeline, load_pipeline
+
+DIFFUSERS_SCHEDULERS = {
+    "ddim": "DDIMScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "dpm++": "DPMSolverMultistepScheduler",
+    "euler-a": "EulerAncestralDiscreteScheduler",
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_sd(tmp_path_factory):
+    from diffusers import StableDiffusionPipeline
+
+    folder = tmp_path_factory.mktemp("sd") / "tiny-sd"
+    tiny.sd_pipeline(folder)
+    # Reload from disk: an in-memory scheduler config carries `_use_default_values`, which makes
+    # diffusers' from_config swap in another class's defaults (e.g. linspace spacing).
+    ref = StableDiffusionPipeline.from_pretrained(str(folder), safety_checker=None)
+    ref.set_progress_bar_config(disable=True)
+    return folder, ref
+
+
+def diffusers_images(pipe, scheduler: str, prompt, seed: int, **kw) -> np.ndarray:
+    import diffusers
+
+    cls = getattr(diffusers, DIFFUSERS_SCHEDULERS[scheduler])
+    pipe.scheduler = cls.from_config(pipe.scheduler.config)
+    out = pipe(
+        prompt, generator=torch.Generator("cpu").manual_seed(seed), output_type="np", **kw
+    ).images
+    return (out * 255).round().astype(np.uint8)
+
+
+def close_pixels(a: np.ndarray, b: np.ndarray) -> float:
+    """Fraction of 8-bit values within 3/255."""
+    assert a.shape == b.shape
+    return float((np.abs(a.astype(int) - b.astype(int)) <= 3).mean())
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "dpm++", "euler-a"])
+def test_same_seed_same_image_as_diffusers(tiny_sd, scheduler):
+    folder, ref = tiny_sd
+    kw = dict(num_inference_steps=12, guidance_scale=5.0, height=32, width=48)
+    want = diffusers_images(ref, scheduler, "a red circle", seed=7, negative_prompt="blue", **kw)
+    pipe = load_pipeline(folder)
+    got = pipe(
+        "a red circle", "blue", steps=12, guidance=5.0, height=32, width=48, seed=7,
+        scheduler=scheduler, precision="fp32",
+    )  # fmt: skip
+    assert got.shape == (1, 32, 48, 3) and got.dtype == np.uint8
+    assert close_pixels(got, want) >= 0.99
+
+
+def test_batches_and_images_per_prompt_match_diffusers(tiny_sd):
+    folder, ref = tiny_sd
+    prompts = ["a red circle", "a green square"]
+    kw = dict(num_inference_steps=6, guidance_scale=3.0, height=32, width=32)
+    want = diffusers_images(ref, "ddim", prompts, seed=3, num_images_per_prompt=2, **kw)
+    got = load_pipeline(folder)(
+        prompts, steps=6, guidance=3.0, height=32, width=32, seed=3, num_images=2,
+        precision="fp32",
+    )  # fmt: skip
+    assert got.shape == (4, 32, 32, 3)
+    assert close_pixels(got, want) >= 0.99
+
+
+def test_default_size_comes_from_the_model(tiny_sd):
+    folder, _ = tiny_sd
+    pipe = load_pipeline(folder)
+    assert pipe.default_size == 8 * 4  # U-Net sample_size × VAE downscale
+    assert pipe("a", steps=1, precision="fp32").shape == (1, 32, 32, 3)
+
+
+def test_save_pretrained_round_trips_and_diffusers_loads_it(tiny_sd, tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    folder, _ = tiny_sd
+    pipe = load_pipeline(folder)
+    pipe.save_pretrained(tmp_path / "saved")
+    again = ImagePipeline.from_pretrained(tmp_path / "saved")
+    for a, b in zip(pipe.components.unet.state_dict().values(), again.components.unet.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    ref = StableDiffusionPipeline.from_pretrained(str(tmp_path / "saved"), safety_checker=None)
+    ref.set_progress_bar_config(disable=True)
+    want = diffusers_images(ref, "ddim", "a red circle", seed=1, num_inference_steps=4, height=32, width=32)
+    got = again("a red circle", steps=4, seed=1, height=32, width=32, precision="fp32")
+    assert close_pixels(got, want) >= 0.99
+    with pytest.raises(CheckpointError, match="exists"):
+        pipe.save_pretrained(tmp_path / "saved")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(height=30), "height must be a positive multiple of 8"),
+        (dict(width=0), "width must be a positive multiple of 8"),
+        (dict(steps=0), "steps must be >= 1"),
+        (dict(guidance=-1.0), "guidance must be >= 0"),
+        (dict(scheduler="plms"), "scheduler must be one of"),
+    ],
+)
+def test_bad_requests_name_the_value(tiny_sd, kwargs, message):
+    folder, _ = tiny_sd
+    with pytest.raises(SpacetimeError, match=message):
+        load_pipeline(folder)("a red circle", **kwargs)
+
+
+def test_height_must_fit_the_vae(tiny_sd):
+    folder, _ = tiny_sd
+    pipe = load_pipeline(folder)
+    # 36 is a multiple of 4 (this VAE) but the request itself requires multiples of 8
+    with pytest.raises(SpacetimeError, match="multiple of 8"):
+        pipe("a", height=36, steps=1)
+
+
+def test_wrong_shapes_name_key_and_both_shapes(tiny_sd, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder, _ = tiny_sd
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    weights = broken / "unet" / "diffusion_pytorch_model.safetensors"
+    sd = load_file(str(weights))
+    sd["conv_in.weight"] = torch.zeros(32, 4, 5, 5)
+    save_file(sd, str(weights))
+    with pytest.raises(CheckpointError, match=r"conv_in.weight: checkpoint \(32, 4, 5, 5\), model \(32, 4, 3, 3\)"):
+        load_pipeline(broken)
+    del sd["conv_in.weight"]
+    sd["extra.weight"] = torch.zeros(1)
+    save_file(sd, str(weights))
+    with pytest.raises(CheckpointError, match="missing keys: conv_in.weight; unexpected keys: extra.weight"):
+        load_pipeline(broken)
+
+
+def test_missing_and_truncated_checkpoints(tiny_sd, tmp_path):
+    import shutil
+
+    folder, _ = tiny_sd
+    with pytest.raises(CheckpointError, match="model not found"):
+        load_pipeline(tmp_path / "nowhere")
+    broken = tmp_path / "truncated"
+    shutil.copytree(folder, broken)
+    weights = broken / "vae" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_pipeline(broken)
+
+
+def test_hub_id_offline_fails_at_once_naming_the_path(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CheckpointError, match=r"some-org/some-model.*offline"):
+        load_pipeline("some-org/some-model")
