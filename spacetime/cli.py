@@ -17,7 +17,9 @@ def add_sampling_flags(parser: argparse.ArgumentParser, steps: int = 20) -> None
         help="diffusers folder, single-file .safetensors/.ckpt, or hub id (needs a network)",
     )
     parser.add_argument("--negative-prompt", default=None, help="what to steer away from")
-    parser.add_argument("--steps", type=int, default=steps, help=f"sampling steps (default {steps})")
+    parser.add_argument(
+        "--steps", type=int, default=steps, help=f"sampling steps (default {steps})"
+    )
     parser.add_argument(
         "--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)"
     )

@@ -40,9 +40,13 @@ def main(argv: list[str] | None = None) -> None:
             clip_skip=args.clip_skip,
         )  # fmt: skip
         # Validate everything we can before paying for the model load.
-        GenerationRequest((args.prompt,), (), height=args.height or 512, width=args.width or 512, **options)
+        GenerationRequest(
+            (args.prompt,), (), height=args.height or 512, width=args.width or 512, **options
+        )
         if args.model is None:
-            raise SpacetimeError("--model is required: give a diffusers folder, a .safetensors/.ckpt file or a hub id")
+            raise SpacetimeError(
+                "--model is required: give a diffusers folder, a .safetensors/.ckpt file or a hub id"
+            )
         from spacetime.pipelines.image import ImagePipeline
 
         pipe = ImagePipeline.from_pretrained(args.model, pick_device(args.device))

@@ -16,9 +16,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 def check_writable(path: Path, suffixes: tuple[str, ...]) -> None:
     """Fail before any work if `path` has the wrong extension or its folder cannot be written."""
     if path.suffix.lower() not in suffixes:
-        raise SpacetimeError(
-            f"cannot write {path}: extension must be one of {', '.join(suffixes)}"
-        )
+        raise SpacetimeError(f"cannot write {path}: extension must be one of {', '.join(suffixes)}")
     folder = path.parent if str(path.parent) else Path(".")
     probe = folder
     while not probe.exists():

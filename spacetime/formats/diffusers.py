@@ -79,8 +79,8 @@ def _with_prefix(key: str, prefix: str, wanted: bool) -> str:
 def load_tokenizer(folder: Path):
     from transformers import CLIPTokenizer
 
-    if not (folder / "vocab.json").is_file():
-        raise CheckpointError(f"missing tokenizer: expected {folder / 'vocab.json'}")
+    if not any((folder / f).is_file() for f in ("vocab.json", "tokenizer.json")):
+        raise CheckpointError(f"missing tokenizer: expected {folder}/vocab.json or tokenizer.json")
     return CLIPTokenizer.from_pretrained(str(folder))
 
 
@@ -90,8 +90,12 @@ def load_diffusers(root: Path) -> Components:
     for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
         if part not in index or not (root / part).is_dir():
             raise CheckpointError(f"{root} lacks the {part}/ component that model_index.json needs")
-    unet = build_unet(_config(UNetConfig, root / "unet"), read_component(root / "unet", "diffusion_pytorch_model"))
-    vae = build_vae(_config(VAEConfig, root / "vae"), read_component(root / "vae", "diffusion_pytorch_model"))
+    unet = build_unet(
+        _config(UNetConfig, root / "unet"), read_component(root / "unet", "diffusion_pytorch_model")
+    )
+    vae = build_vae(
+        _config(VAEConfig, root / "vae"), read_component(root / "vae", "diffusion_pytorch_model")
+    )
     text = build_text_encoder(
         read_json(root / "text_encoder" / "config.json"),
         read_component(root / "text_encoder", "model"),
@@ -128,8 +132,15 @@ def save_diffusers(components: Components, root: Path, overwrite: bool = False) 
     tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}."))
     try:
         c = components
-        _save_module(tmp / "unet", c.unet.config.to_diffusers(), c.unet.state_dict(), "diffusion_pytorch_model")
-        _save_module(tmp / "vae", c.vae.config.to_diffusers(), c.vae.state_dict(), "diffusion_pytorch_model")
+        _save_module(
+            tmp / "unet",
+            c.unet.config.to_diffusers(),
+            c.unet.state_dict(),
+            "diffusion_pytorch_model",
+        )
+        _save_module(
+            tmp / "vae", c.vae.config.to_diffusers(), c.vae.state_dict(), "diffusion_pytorch_model"
+        )
         c.text_encoder.model.save_pretrained(str(tmp / "text_encoder"))
         c.text_encoder.tokenizer.save_pretrained(str(tmp / "tokenizer"))
         (tmp / "scheduler").mkdir()
@@ -156,4 +167,3 @@ def save_diffusers(components: Components, root: Path, overwrite: bool = False) 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return root
-

@@ -38,7 +38,9 @@ def resolve(spec: str | os.PathLike) -> Path:
         return path
     spec = str(spec)
     if not _looks_like_hub_id(spec):
-        raise CheckpointError(f"model not found: nothing at {path.absolute()} (expected {EXPECTED})")
+        raise CheckpointError(
+            f"model not found: nothing at {path.absolute()} (expected {EXPECTED})"
+        )
     from huggingface_hub import snapshot_download
 
     patterns = ["model_index.json", "*.json", "*.txt", "*.safetensors"]
@@ -62,7 +64,9 @@ def load_components(spec: str | os.PathLike) -> Components:
     path = resolve(spec)
     if path.is_dir():
         if not (path / "model_index.json").is_file():
-            raise CheckpointError(f"{path} is a folder without model_index.json (expected {EXPECTED})")
+            raise CheckpointError(
+                f"{path} is a folder without model_index.json (expected {EXPECTED})"
+            )
         return load_diffusers(path)
     from spacetime.formats.single_file import load_single_file
 

@@ -4,47 +4,86 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from torch import Tensor, nn
 
 from spacetime.errors import CheckpointError
 
-WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+_TORCH_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+WEIGHT_SUFFIXES = (".safetensors", *_TORCH_SUFFIXES)
+
+
+def read_weights_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a ``.safetensors`` or ``.ckpt``/``.pt``/``.pth``/``.bin`` file: (state dict, metadata).
+
+    Pickle-based files load with ``weights_only=True``: tensors and plain containers only; a file
+    that asks to construct any other Python object is refused, never executed.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, expected a single checkpoint file")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        try:
+            with safe_open(path, framework="pt", device="cpu") as f:
+                return {key: f.get_tensor(key) for key in f.keys()}, dict(f.metadata() or {})  # noqa: SIM118
+        except Exception as e:  # safetensors raises its own error types for a bad header or size
+            raise CheckpointError(
+                f"{path}: corrupt or truncated safetensors file ({_reason(e)})"
+            ) from None
+    if suffix not in _TORCH_SUFFIXES:
+        raise CheckpointError(
+            f"{path}: unknown checkpoint type {suffix!r} (expected .safetensors, "
+            + ", ".join(_TORCH_SUFFIXES)
+            + ")"
+        )
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if found is None:
+            detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(e))
+            raise CheckpointError(
+                f"{path}: corrupt or truncated checkpoint, or one holding more than tensors "
+                f"({detail.group(1) if detail else _reason(e)})"
+            ) from None
+        raise CheckpointError(
+            f"{path}: refused to load: the pickle asks for the Python object {found.group(1)}; "
+            "only tensors are read from pickle checkpoints and nothing in them is executed. "
+            "Convert it to .safetensors with a tool you trust."
+        ) from None
+    except Exception as e:  # torch reports damage as RuntimeError, EOFError, KeyError, ...
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({_reason(e)})") from None
+    if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, Mapping):
+        raise CheckpointError(f"{path}: expected a dict of tensors, got {type(loaded).__name__}")
+    tensors = {
+        k: v for k, v in loaded.items() if isinstance(k, str) and isinstance(v, torch.Tensor)
+    }
+    if not tensors:
+        raise CheckpointError(f"{path}: no tensors in this checkpoint")
+    return tensors, {}
+
+
+def _reason(e: Exception) -> str:
+    """The first line of an exception, for one-line error messages."""
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
 def read_weights(path: str | Path) -> dict[str, Tensor]:
-    """A state dict from .safetensors, or from a pickle through `torch.load(weights_only=True)`,
-    which never executes code from the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except Exception as e:  # safetensors raises several types for bad headers / short files
-            raise CheckpointError(f"corrupt or truncated safetensors file {path}: {e}") from None
-    if path.suffix in WEIGHT_SUFFIXES:
-        try:
-            sd = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise CheckpointError(
-                f"cannot read {path} as a weights-only torch checkpoint "
-                f"(corrupt, truncated, or it contains code, which is refused): {str(e).splitlines()[0]}"
-            ) from None
-        if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
-            sd = sd["state_dict"]
-        if not isinstance(sd, dict):
-            raise CheckpointError(f"{path} holds a {type(sd).__name__}, not a state dict")
-        return {k: v for k, v in sd.items() if isinstance(v, Tensor)}
-    raise CheckpointError(
-        f"unknown checkpoint type {path.suffix!r} for {path}; expected one of {WEIGHT_SUFFIXES}"
-    )
+    """A state dict from a weights file (see `read_weights_file`)."""
+    return read_weights_file(path)[0]
 
 
 def find_weights(folder: Path, stem: str) -> list[Path]:
@@ -128,6 +167,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        with open(tmp, "rb+") as f:  # the data is on disk before the name points at it
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,34 @@
+"""The scripts in examples/ run against a tiny model through the public API."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import tiny
+from PIL import Image
+
+ROOT = Path(__file__).parents[1]
+
+
+def run(*args):
+    proc = subprocess.run(
+        [sys.executable, *map(str, args)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_text_to_image_example(tmp_path):
+    tiny.sd_pipeline(tmp_path / "sd")
+    out = tmp_path / "pair.png"
+    run(
+        "examples/text_to_image.py", "--model", tmp_path / "sd", "a red circle", out, "--steps", "3"
+    )
+    assert Image.open(out).size == (64, 32)
+
+
+def test_convert_checkpoint_example_round_trips(tmp_path):
+    tiny.sd_pipeline(tmp_path / "sd")
+    run("examples/convert_checkpoint.py", tmp_path / "sd", tmp_path / "one.safetensors")
+    run("examples/convert_checkpoint.py", tmp_path / "one.safetensors", tmp_path / "back")
+    assert (tmp_path / "back" / "model_index.json").is_file()
