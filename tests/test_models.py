@@ -1,8 +1,8 @@
 """spacetime's U-Net, VAE and text encoder equal diffusers'/transformers' on the same weights."""
 
 import pytest
-import torch
 import tiny
+import torch
 
 from spacetime.formats.diffusers import build_text_encoder, build_unet, build_vae
 from spacetime.models.attention import set_attention_backend, use_attention, xformers_available
@@ -103,7 +103,9 @@ def test_text_encoder_matches_transformers(tmp_path, clip_skip):
         out = ref(ids.input_ids, output_hidden_states=True)
         want = out.last_hidden_state
         if clip_skip:
-            want = getattr(ref, "text_model", ref).final_layer_norm(out.hidden_states[-(clip_skip + 1)])
+            want = getattr(ref, "text_model", ref).final_layer_norm(
+                out.hidden_states[-(clip_skip + 1)]
+            )
         got = ours.encode(prompts, clip_skip=clip_skip)
     assert got.shape == (2, 77, 32)
     assert rel_err(got, want) < 1e-5

@@ -87,11 +87,17 @@ def test_save_pretrained_round_trips_and_diffusers_loads_it(tiny_sd, tmp_path):
     pipe = load_pipeline(folder)
     pipe.save_pretrained(tmp_path / "saved")
     again = ImagePipeline.from_pretrained(tmp_path / "saved")
-    for a, b in zip(pipe.components.unet.state_dict().values(), again.components.unet.state_dict().values(), strict=True):
+    for a, b in zip(
+        pipe.components.unet.state_dict().values(),
+        again.components.unet.state_dict().values(),
+        strict=True,
+    ):
         assert torch.equal(a, b)
     ref = StableDiffusionPipeline.from_pretrained(str(tmp_path / "saved"), safety_checker=None)
     ref.set_progress_bar_config(disable=True)
-    want = diffusers_images(ref, "ddim", "a red circle", seed=1, num_inference_steps=4, height=32, width=32)
+    want = diffusers_images(
+        ref, "ddim", "a red circle", seed=1, num_inference_steps=4, height=32, width=32
+    )
     got = again("a red circle", steps=4, seed=1, height=32, width=32, precision="fp32")
     assert close_pixels(got, want) >= 0.99
     with pytest.raises(CheckpointError, match="exists"):
@@ -134,12 +140,16 @@ def test_wrong_shapes_name_key_and_both_shapes(tiny_sd, tmp_path):
     sd = load_file(str(weights))
     sd["conv_in.weight"] = torch.zeros(32, 4, 5, 5)
     save_file(sd, str(weights))
-    with pytest.raises(CheckpointError, match=r"conv_in.weight: checkpoint \(32, 4, 5, 5\), model \(32, 4, 3, 3\)"):
+    with pytest.raises(
+        CheckpointError, match=r"conv_in.weight: checkpoint \(32, 4, 5, 5\), model \(32, 4, 3, 3\)"
+    ):
         load_pipeline(broken)
     del sd["conv_in.weight"]
     sd["extra.weight"] = torch.zeros(1)
     save_file(sd, str(weights))
-    with pytest.raises(CheckpointError, match="missing keys: conv_in.weight; unexpected keys: extra.weight"):
+    with pytest.raises(
+        CheckpointError, match="missing keys: conv_in.weight; unexpected keys: extra.weight"
+    ):
         load_pipeline(broken)
 
 

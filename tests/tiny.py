@@ -121,7 +121,9 @@ def text_encoder(seed: int = 2, hidden: int = 32, vocab: int = 100):
     return CLIPTextModel(cfg).eval()
 
 
-def sd_pipeline(folder: Path, unet_name: str = "sd1", vae_name: str = "f4", scheduler: str = "ddim"):
+def sd_pipeline(
+    folder: Path, unet_name: str = "sd1", vae_name: str = "f4", scheduler: str = "ddim"
+):
     """Save a tiny diffusers StableDiffusionPipeline to `folder` and return it."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 

@@ -119,7 +119,9 @@ class FeedForward(nn.Module):
 
     def __init__(self, dim: int, mult: int = 4):
         super().__init__()
-        self.net = nn.ModuleList([GEGLU(dim, dim * mult), nn.Dropout(0.0), nn.Linear(dim * mult, dim)])
+        self.net = nn.ModuleList(
+            [GEGLU(dim, dim * mult), nn.Dropout(0.0), nn.Linear(dim * mult, dim)]
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         for layer in self.net:
@@ -163,7 +165,10 @@ class SpatialTransformer(nn.Module):
         make = nn.Linear if linear_projection else (lambda i, o: nn.Conv2d(i, o, 1))
         self.proj_in = make(channels, channels)
         self.transformer_blocks = nn.ModuleList(
-            [TransformerBlock(channels, heads, channels // heads, context_dim) for _ in range(depth)]
+            [
+                TransformerBlock(channels, heads, channels // heads, context_dim)
+                for _ in range(depth)
+            ]
         )
         self.proj_out = make(channels, channels)
 

@@ -65,13 +65,17 @@ class UNetConfig:
         if unknown:
             raise ValueError(f"unsupported U-Net config keys: {', '.join(sorted(unknown))}")
         for key, default in _DIFFUSERS_DEFAULT_ONLY.items():
-            if key in cfg and cfg[key] != default and not (
-                isinstance(default, list | tuple) and list(cfg[key]) == list(default)
+            if (
+                key in cfg
+                and cfg[key] != default
+                and not (isinstance(default, list | tuple) and list(cfg[key]) == list(default))
             ):
                 raise ValueError(f"unsupported U-Net config: {key}={cfg[key]!r} (only {default!r})")
         channels = tuple(cfg.get("block_out_channels", cls.block_out_channels))
         levels = len(channels)
-        down = cfg.get("down_block_types", ["CrossAttnDownBlock2D"] * (levels - 1) + ["DownBlock2D"])
+        down = cfg.get(
+            "down_block_types", ["CrossAttnDownBlock2D"] * (levels - 1) + ["DownBlock2D"]
+        )
         attention = tuple(_block_has_attention(t, "Down") for t in down)
         up = cfg.get("up_block_types")
         if up is not None:
@@ -321,4 +325,3 @@ class UNet2DCondition(nn.Module):
         if video:
             h = rearrange(h, "(b t) c h w -> b c t h w", t=frames)
         return h
-
