@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 
@@ -106,3 +107,49 @@ def _write_files(folder: Path, bpe: bytes) -> None:
     merges_text = "#version: 0.2\n" + "\n".join(merges) + "\n"
     (folder / "merges.txt").write_text(merges_text, encoding="utf-8")
     (folder / "tokenizer_config.json").write_text(json.dumps(_TOKENIZER_CONFIG, indent=2))
+
+
+def _bpe(pieces: tuple[str, ...], ranks: dict[tuple[str, str], int]) -> tuple[str, ...]:
+    """Byte-pair merging as CLIP does it: repeatedly merge the best-ranked adjacent pair."""
+    while len(pieces) > 1:
+        pairs = [(ranks.get(p, float("inf")), i) for i, p in enumerate(zip(pieces, pieces[1:]))]
+        rank, i = min(pairs)
+        if rank == float("inf"):
+            break
+        first, second = pieces[i], pieces[i + 1]
+        merged, j = [], 0
+        while j < len(pieces):
+            if j < len(pieces) - 1 and pieces[j] == first and pieces[j + 1] == second:
+                merged.append(first + second)
+                j += 2
+            else:
+                merged.append(pieces[j])
+                j += 1
+        pieces = tuple(merged)
+    return pieces
+
+
+def word_tokenizer(words: Iterable[str], folder: str | os.PathLike, max_length: int = 77):
+    """A CLIP tokenizer whose vocabulary is `words` (one token each) plus single letters.
+
+    Small worlds need no 49k-token vocabulary: merges are generated so every known word becomes
+    one token, while unknown words still tokenize, letter by letter.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    tokens = [*letters, *(c + "</w>" for c in letters)]
+    ranks: dict[tuple[str, str], int] = {}
+    for word in dict.fromkeys(w.lower() for w in words):
+        pieces = _bpe((*word[:-1], word[-1] + "</w>"), ranks)
+        while len(pieces) > 1:  # a new merge only joins this word's two leading pieces
+            ranks[(pieces[0], pieces[1])] = len(ranks)
+            tokens.append(pieces[0] + pieces[1])
+            pieces = _bpe(pieces, ranks)
+    vocab = {t: i for i, t in enumerate(dict.fromkeys([*tokens, _START, _END]))}
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    merges = "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in ranks)
+    (folder / "merges.txt").write_text(merges)
+    config = {**_TOKENIZER_CONFIG, "model_max_length": max_length}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    return CLIPTokenizer.from_pretrained(str(folder))

@@ -1,0 +1,81 @@
+"""The procedural world the embedded default trains on: 2D scenes, motion clips, 3D primitives."""
+
+from spacetime.world.captions import (
+    VOCABULARY,
+    ClipSpec,
+    PrimitiveSpec,
+    SceneSpec,
+    parse_caption,
+    parse_clip_caption,
+    parse_primitive_caption,
+)
+from spacetime.world.clips import (
+    Clip,
+    heldout_clip_prompts,
+    is_heldout_clip,
+    render_clips,
+    sample_clip,
+    sample_clip_batch,
+    sample_clips,
+)
+from spacetime.world.palette import BACKGROUNDS, COLOURS, DIRECTIONS, SHAPES, SOLIDS
+from spacetime.world.primitives import (
+    Camera,
+    Hits,
+    Primitive,
+    orbit,
+    render_primitive,
+    sample_camera,
+    sample_primitive,
+    trace,
+)
+from spacetime.world.raster import RESOLUTION, clips_to_tensor, images_to_tensor
+from spacetime.world.scenes import (
+    Scene,
+    heldout_prompts,
+    is_heldout,
+    render_scenes,
+    sample_batch,
+    sample_scene,
+    sample_scenes,
+)
+
+__all__ = [
+    "BACKGROUNDS",
+    "COLOURS",
+    "DIRECTIONS",
+    "RESOLUTION",
+    "SHAPES",
+    "SOLIDS",
+    "VOCABULARY",
+    "Camera",
+    "Clip",
+    "ClipSpec",
+    "Hits",
+    "Primitive",
+    "PrimitiveSpec",
+    "Scene",
+    "SceneSpec",
+    "clips_to_tensor",
+    "heldout_clip_prompts",
+    "heldout_prompts",
+    "images_to_tensor",
+    "is_heldout",
+    "is_heldout_clip",
+    "orbit",
+    "parse_caption",
+    "parse_clip_caption",
+    "parse_primitive_caption",
+    "render_clips",
+    "render_primitive",
+    "render_scenes",
+    "sample_batch",
+    "sample_clip",
+    "sample_clip_batch",
+    "sample_camera",
+    "sample_clips",
+    "sample_primitive",
+    "sample_scene",
+    "sample_scenes",
+    "trace",
+]
