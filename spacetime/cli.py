@@ -14,7 +14,8 @@ def add_sampling_flags(parser: argparse.ArgumentParser, steps: int = 20) -> None
     parser.add_argument("prompt", help="what to generate, e.g. 'a red circle'")
     parser.add_argument(
         "--model",
-        help="diffusers folder, single-file .safetensors/.ckpt, or hub id (needs a network)",
+        help="diffusers folder, single-file .safetensors/.ckpt, or hub id (needs a network); "
+        "default: the small world model shipped in the package",
     )
     parser.add_argument("--negative-prompt", default=None, help="what to steer away from")
     parser.add_argument(
@@ -79,3 +80,15 @@ def pick_device(name: str | None) -> str:
     if name:
         return name
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def warn_unknown_words(pipe, *prompts: str | None) -> None:
+    """Small closed-vocabulary models (the embedded default) cannot read other words: say so."""
+    text = pipe.components.text_encoder
+    unknown = sorted({w for p in prompts if p for w in text.unknown_words(p)})
+    if unknown:
+        print(
+            f"warning: the model does not know {', '.join(map(repr, unknown))}; "
+            f"it knows: {', '.join(text.vocabulary())}",
+            file=sys.stderr,
+        )

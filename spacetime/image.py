@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from spacetime.cli import add_sampling_flags, pick_device, progress_bar, run
+from spacetime.cli import add_sampling_flags, pick_device, progress_bar, run, warn_unknown_words
 
 
 def parser() -> argparse.ArgumentParser:

@@ -110,7 +110,7 @@ def load_diffusers(root: Path) -> Components:
     return Components(unet.eval(), vae.eval(), text, schedule)
 
 
-def _save_module(folder: Path, config: dict, sd: dict[str, Tensor], stem: str) -> None:
+def save_component(folder: Path, config: dict, sd: dict[str, Tensor], stem: str) -> None:
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -132,13 +132,13 @@ def save_diffusers(components: Components, root: Path, overwrite: bool = False) 
     tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}."))
     try:
         c = components
-        _save_module(
+        save_component(
             tmp / "unet",
             c.unet.config.to_diffusers(),
             c.unet.state_dict(),
             "diffusion_pytorch_model",
         )
-        _save_module(
+        save_component(
             tmp / "vae", c.vae.config.to_diffusers(), c.vae.state_dict(), "diffusion_pytorch_model"
         )
         c.text_encoder.model.save_pretrained(str(tmp / "text_encoder"))

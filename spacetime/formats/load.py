@@ -16,6 +16,14 @@ EXPECTED = (
 )
 
 
+def default_model(kind: str = "image") -> Path | None:
+    """The model trained by this project and shipped in the package, if this install has it."""
+    from importlib import resources
+
+    folder = Path(str(resources.files("spacetime"))) / "assets" / f"default-{kind}"
+    return folder if (folder / "model_index.json").is_file() else None
+
+
 def _looks_like_hub_id(spec: str) -> bool:
     parts = spec.split("/")
     return len(parts) == 2 and all(parts) and not spec.startswith((".", "/", "~"))

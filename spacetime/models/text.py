@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import Tensor, nn
 from transformers import CLIPTextModel, CLIPTokenizer
+
+
+CLOSED_VOCABULARY_LIMIT = 1000  # word-level tokenizers of small models; CLIP's BPE has 49408
 
 
 class TextEncoder(nn.Module):
@@ -18,6 +23,22 @@ class TextEncoder(nn.Module):
     @property
     def dim(self) -> int:
         return self.model.config.hidden_size
+
+    def vocabulary(self) -> list[str] | None:
+        """The words of a closed, word-level vocabulary (small models), or None for open BPE ones."""
+        vocab = self.tokenizer.get_vocab()
+        if len(vocab) > CLOSED_VOCABULARY_LIMIT:
+            return None
+        # Single letters are the tokenizer's spelling fallback, not words (except "a").
+        words = {t[: -len("</w>")] for t in vocab if t.endswith("</w>")}
+        return sorted(w for w in words if len(w) > 1 or w == "a")
+
+    def unknown_words(self, prompt: str) -> list[str]:
+        """Words of `prompt` outside a closed vocabulary (always [] for open vocabularies)."""
+        known = self.vocabulary()
+        if known is None:
+            return []
+        return [w for w in re.findall(r"[a-z]+", prompt.lower()) if w not in known]
 
     def tokenize(self, prompts: list[str]) -> Tensor:
         """(b, n) token ids, padded/truncated to the tokenizer's model_max_length."""

@@ -1,0 +1,90 @@
+"""Training configuration: one frozen dataclass; YAML files override its typed fields only."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+TASKS = ("vae", "text2image")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on; the same config and seed give the same weights."""
+
+    task: str = "vae"  # vae | text2image
+    preset: str = "world"  # model sizes, see spacetime/models/presets.py
+    steps: int = 1000
+    batch_size: int = 32  # global batch, split evenly across processes
+    lr: float = 1e-3
+    warmup: int = 100
+    weight_decay: float = 0.0
+    adam_eps: float = 1e-8
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    seed: int = 0
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    mixed_precision: str = "no"  # no | bf16
+    kl_weight: float = 1e-6  # vae: KL(q(z|x) || N(0, I)) weight, small as in LDM
+    caption_dropout: float = 0.1  # text2image: empty captions teach the unconditional model (CFG)
+    vae: str = ""  # text2image: folder of the trained VAE (its vae/ component)
+    threads: int = 0  # torch intra-op threads per process; 0 = torch's default
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.mixed_precision not in ("no", "bf16"):
+            raise ValueError(
+                f"mixed_precision must be 'no' or 'bf16', got {self.mixed_precision!r}"
+            )
+        for name in ("steps", "batch_size", "checkpoint_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.task == "text2image" and not self.vae:
+            raise ValueError("text2image training needs `vae:` (a trained VAE folder)")
+
+
+def _coerce(name: str, value, kind):
+    kind = {"int": int, "float": float, "str": str, "bool": bool}.get(kind, kind)
+    if kind is float and isinstance(value, int):
+        return float(value)
+    if kind is bool and isinstance(value, str):
+        return value.lower() in ("1", "true", "yes")
+    if not isinstance(value, kind):
+        try:
+            return kind(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be {kind.__name__}, got {value!r}") from None
+    return value
+
+
+def make_config(overrides: dict) -> TrainConfig:
+    """A TrainConfig from overrides; an unknown key raises, naming it."""
+    hints = typing.get_type_hints(TrainConfig)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(
+            f"unknown config keys: {', '.join(unknown)} (known: {', '.join(sorted(fields))})"
+        )
+    return TrainConfig(**{k: _coerce(k, v, hints[k]) for k, v in overrides.items()})
+
+
+def load_config(path: str | Path | None, sets: list[str] = ()) -> TrainConfig:
+    """YAML file (optional) then `key=value` overrides, in that order."""
+    import yaml
+
+    overrides = {}
+    if path is not None:
+        overrides = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(overrides, dict):
+            raise ValueError(f"{path}: expected a mapping of config keys")
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return make_config(overrides)

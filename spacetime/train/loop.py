@@ -1,0 +1,158 @@
+"""One training loop for every model, on `accelerate`: the same script runs on 1 CPU or many GPUs.
+
+A task supplies the trainable module (its forward returns the loss), the batch for a given global
+step, and an export. Batches and noise are pure functions of (seed, step), so a run killed at any
+point and resumed from its last checkpoint ends with the same weights as one never interrupted,
+and N processes each taking 1/N of the global batch match one process taking all of it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import Tensor, nn
+
+from spacetime.train.config import TrainConfig
+from spacetime.train.ema import EMA, Counter
+
+
+class Task(Protocol):
+    def build(self) -> nn.Module: ...
+
+    def batch(self, step: int, rank: int, world: int) -> dict[str, Tensor]: ...
+
+    def export(self, module: nn.Module, folder: Path) -> dict: ...
+
+
+def rank_slice(global_batch: Tensor, rank: int, world: int) -> Tensor:
+    """This process's share of a global batch (the batch size must divide evenly)."""
+    per = global_batch.shape[0] // world
+    return global_batch[rank * per : (rank + 1) * per]
+
+
+def checkpoints(folder: Path) -> list[Path]:
+    """Completed checkpoints, oldest first (partial ones are hidden dot-folders)."""
+    found = [p for p in folder.glob("step_*") if p.is_dir()]
+    return sorted(found, key=lambda p: int(p.name.split("_")[1]))
+
+
+def _lr_lambda(cfg: TrainConfig):
+    """Linear warm-up then cosine decay to 10%."""
+
+    def factor(step: int) -> float:
+        if step < cfg.warmup:
+            return (step + 1) / cfg.warmup
+        progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+def train(
+    cfg: TrainConfig, task: Task, out: Path, resume: bool = True, progress: bool = True
+) -> Path:
+    """Train to cfg.steps (resuming from out/checkpoints if present); export to out/model."""
+    from accelerate import Accelerator
+    from tqdm import tqdm
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    accelerator = Accelerator(
+        mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available()
+    )
+    rank, world = accelerator.process_index, accelerator.num_processes
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} does not split over {world} processes")
+    out = Path(out)
+    ckpt_root = out / "checkpoints"
+    if accelerator.is_main_process:
+        ckpt_root.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(cfg.__dict__, indent=2) + "\n")
+
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    module = task.build()
+    params = [p for p in module.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, eps=cfg.adam_eps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
+    # The LR schedule counts global steps: accelerate's prepared scheduler would step once per
+    # process, so it stays ours and is only checkpointed.
+    module, opt = accelerator.prepare(module, opt)
+    ema = EMA(accelerator.unwrap_model(module), cfg.ema_decay)  # on the training device
+    counter = Counter()
+    accelerator.register_for_checkpointing(ema, counter, sched)
+
+    found = checkpoints(ckpt_root) if resume else []
+    if found:
+        accelerator.load_state(str(found[-1]))
+        accelerator.print(f"resumed from {found[-1]} (step {counter.step})")
+
+    bar = tqdm(
+        total=cfg.steps, initial=counter.step, desc=f"train {cfg.task}", unit="step",
+        disable=not (progress and accelerator.is_main_process), dynamic_ncols=True,
+    )  # fmt: skip
+    log = (out / "log.jsonl").open("a") if accelerator.is_main_process else None
+    started = time.time()
+    module.train()
+    while counter.step < cfg.steps:
+        batch = {
+            k: v.to(accelerator.device) for k, v in task.batch(counter.step, rank, world).items()
+        }
+        with accelerator.autocast():
+            loss = module(**batch)
+        accelerator.backward(loss)
+        if cfg.grad_clip:
+            accelerator.clip_grad_norm_(
+                params if world == 1 else module.parameters(), cfg.grad_clip
+            )
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        ema.update(accelerator.unwrap_model(module))
+        counter.step += 1
+        value = loss.item()
+        bar.update(1)
+        bar.set_postfix(loss=f"{value:.4f}")
+        if log is not None and (counter.step % 50 == 0 or counter.step == cfg.steps):
+            entry = {"step": counter.step, "loss": value, "lr": sched.get_last_lr()[0],
+                     "seconds": round(time.time() - started, 1)}  # fmt: skip
+            log.write(json.dumps(entry) + "\n")
+            log.flush()
+        if counter.step % cfg.checkpoint_every == 0 or counter.step == cfg.steps:
+            _save_checkpoint(accelerator, ckpt_root, counter.step, cfg.keep_checkpoints)
+    bar.close()
+
+    accelerator.wait_for_everyone()
+    model_dir = out / "model"
+    if accelerator.is_main_process:
+        final = copy.deepcopy(accelerator.unwrap_model(module))  # keep the live weights intact
+        ema.copy_to(final)
+        final.eval()
+        metrics = task.export(final, model_dir)
+        metrics["train_seconds_this_run"] = round(time.time() - started, 1)
+        (out / "export.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    accelerator.wait_for_everyone()
+    if log is not None:
+        log.close()
+    return model_dir
+
+
+def _save_checkpoint(accelerator, root: Path, step: int, keep: int) -> None:
+    """Save to a hidden folder, then rename: a kill mid-save never leaves a bad 'latest'."""
+    tmp = root / f".step_{step}"
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        final = root / f"step_{step}"
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        for old in checkpoints(root)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()

@@ -1,0 +1,184 @@
+"""What each default model learns: the world VAE, and the text-to-image U-Net with its text encoder.
+
+A task builds the trainable module (forward returns the loss so data-parallel wrappers see the whole
+step), produces the batch for a global step, and exports the trained weights in diffusers layout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from spacetime import world
+from spacetime.formats.diffusers import (
+    Components,
+    build_vae,
+    save_component,
+    save_diffusers,
+)
+from spacetime.formats.tokenizer import word_tokenizer
+from spacetime.formats.weights import read_component, read_json
+from spacetime.models.presets import PRESETS
+from spacetime.models.text import TextEncoder
+from spacetime.models.unet import UNet2DCondition
+from spacetime.models.vae import AutoencoderKL, VAEConfig
+from spacetime.sampling import NoiseSchedule
+from spacetime.train.config import TrainConfig
+from spacetime.train.loop import rank_slice
+
+TEXT_LENGTH = 16  # world captions are at most 9 words; 16 tokens keeps cross-attention cheap
+
+
+def _generator(cfg: TrainConfig, step: int) -> torch.Generator:
+    """Noise for a global step: a pure function of (seed, step), identical on every rank."""
+    return torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+
+
+def world_images(cfg: TrainConfig, step: int, split: str = "train") -> tuple[Tensor, list[str]]:
+    """The global batch of scenes for a step: images in [-1, 1] (b, 3, 64, 64) and captions."""
+    scenes = world.sample_scenes(np.random.default_rng([cfg.seed, step]), cfg.batch_size, split)
+    return world.images_to_tensor(world.render_scenes(scenes)), [s.caption() for s in scenes]
+
+
+def psnr(a: Tensor, b: Tensor) -> float:
+    """Peak signal-to-noise ratio of images in [-1, 1], in dB."""
+    mse = F.mse_loss(a.clamp(-1, 1), b.clamp(-1, 1)).item() / 4  # on a [0, 1] scale
+    return 10 * math.log10(1 / max(mse, 1e-12))
+
+
+# -- the VAE ---------------------------------------------------------------------------------------
+
+
+class VAELoss(nn.Module):
+    """Reconstruction (MSE + L1, L1 keeps edges sharp) plus a small KL, as the LDM autoencoder."""
+
+    def __init__(self, vae: AutoencoderKL, kl_weight: float):
+        super().__init__()
+        self.vae = vae
+        self.kl_weight = kl_weight
+
+    def forward(self, x: Tensor, noise: Tensor) -> Tensor:
+        q = self.vae.posterior(x)
+        z = q.mean + torch.exp(0.5 * q.logvar) * noise  # reparameterised sample
+        rec = self.vae.decoder(self.vae.post_quant_conv(z)).float()
+        rec_loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x)
+        return rec_loss + self.kl_weight * q.kl().mean()
+
+
+class VAETask:
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.vae_config = PRESETS[cfg.preset][0]
+
+    def build(self) -> nn.Module:
+        return VAELoss(AutoencoderKL(self.vae_config), self.cfg.kl_weight)
+
+    def batch(self, step: int, rank: int, world_size: int) -> dict[str, Tensor]:
+        x, _ = world_images(self.cfg, step)
+        c, f = self.vae_config.latent_channels, self.vae_config.downscale
+        noise = torch.randn((x.shape[0], c, 64 // f, 64 // f), generator=_generator(self.cfg, step))
+        return {"x": rank_slice(x, rank, world_size), "noise": rank_slice(noise, rank, world_size)}
+
+    @torch.no_grad()
+    def export(self, module: nn.Module, folder: Path) -> dict:
+        """Save vae/ with a scaling factor giving unit-variance latents; report held-out PSNR."""
+        vae = module.vae.float().eval()
+        probe = dataclasses.replace(self.cfg, batch_size=512, seed=self.cfg.seed + 7)
+        device = next(vae.parameters()).device
+        x = world_images(probe, 0)[0].to(device)
+        std = vae.posterior(x).mean.std().item()
+        vae.config = dataclasses.replace(vae.config, scaling_factor=round(1.0 / std, 5))
+        save_component(
+            folder / "vae", vae.config.to_diffusers(), vae.state_dict(), "diffusion_pytorch_model"
+        )
+        held = world_images(probe, 1, split="heldout")[0].to(device)
+        return {"psnr_heldout_db": round(psnr(vae.decode(vae.encode(held, sample=False)), held), 2),
+                "scaling_factor": vae.config.scaling_factor}  # fmt: skip
+
+
+def load_vae(folder: str | Path) -> AutoencoderKL:
+    """A VAE from a folder holding config.json + weights (or its parent with a vae/ inside)."""
+    folder = Path(folder)
+    if (folder / "vae").is_dir():
+        folder = folder / "vae"
+    cfg = VAEConfig.from_diffusers(read_json(folder / "config.json"))
+    return build_vae(cfg, read_component(folder, "diffusion_pytorch_model")).eval()
+
+
+# -- text to image ---------------------------------------------------------------------------------
+
+
+class DenoisingLoss(nn.Module):
+    """ε-prediction loss ‖ε − ε̂(√ᾱ x0 + √(1−ᾱ) ε, t, text)‖² (DDPM, Ho et al. 2020), text encoder
+    trained jointly."""
+
+    def __init__(self, unet: UNet2DCondition, text_model: nn.Module, alphas_cumprod: Tensor):
+        super().__init__()
+        self.unet = unet
+        self.text_model = text_model
+        self.register_buffer("alphas_cumprod", alphas_cumprod, persistent=False)
+
+    def forward(self, ids: Tensor, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        context = self.text_model(ids).last_hidden_state
+        abar = self.alphas_cumprod[t].view(-1, *([1] * (x0.ndim - 1)))
+        x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+        return F.mse_loss(self.unet(x_t, t, context).float(), noise)
+
+
+class TextToImageTask:
+    def __init__(self, cfg: TrainConfig):
+        from transformers import CLIPTextConfig
+
+        self.cfg = cfg
+        _, self.unet_config, text = PRESETS[cfg.preset]
+        self.vae = load_vae(cfg.vae)
+        self._tok_dir = tempfile.TemporaryDirectory()
+        self.tokenizer = word_tokenizer(world.VOCABULARY, self._tok_dir.name, TEXT_LENGTH)
+        tok = self.tokenizer
+        self.text_config = CLIPTextConfig(
+            vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id, **text,
+        )  # fmt: skip
+        self.schedule = NoiseSchedule()  # SD 1.x's: scaled-linear betas 0.00085–0.012, ε
+
+    def build(self) -> nn.Module:
+        from transformers import CLIPTextModel
+
+        return DenoisingLoss(
+            UNet2DCondition(self.unet_config),
+            CLIPTextModel(self.text_config),
+            self.schedule.alphas_cumprod.float(),
+        )
+
+    @torch.no_grad()
+    def batch(self, step: int, rank: int, world_size: int) -> dict[str, Tensor]:
+        x, captions = world_images(self.cfg, step)
+        g = _generator(self.cfg, step)
+        drop = torch.rand(len(captions), generator=g) < self.cfg.caption_dropout
+        captions = ["" if d else c for c, d in zip(captions, drop.tolist(), strict=True)]
+        ids = self.tokenizer(
+            captions, padding="max_length", max_length=TEXT_LENGTH, truncation=True,
+            return_tensors="pt",
+        ).input_ids  # fmt: skip
+        x0 = self.vae.encode(x, generator=g)
+        t = torch.randint(0, self.schedule.num_train_timesteps, (len(captions),), generator=g)
+        noise = torch.randn(x0.shape, generator=g)
+        batch = {"ids": ids, "x0": x0, "t": t, "noise": noise}
+        return {k: rank_slice(v, rank, world_size) for k, v in batch.items()}
+
+    def export(self, module: nn.Module, folder: Path) -> dict:
+        text = TextEncoder(self.tokenizer, module.text_model.float().eval())
+        components = Components(module.unet.float().eval(), self.vae, text, self.schedule)
+        save_diffusers(components, folder, overwrite=True)
+        return {"unet_parameters": sum(p.numel() for p in module.unet.parameters()),
+                "text_parameters": sum(p.numel() for p in module.text_model.parameters())}  # fmt: skip
+
+
+TASKS = {"vae": VAETask, "text2image": TextToImageTask}
