@@ -43,13 +43,17 @@ def main(argv: list[str] | None = None) -> None:
         GenerationRequest(
             (args.prompt,), (), height=args.height or 512, width=args.width or 512, **options
         )
-        if args.model is None:
-            raise SpacetimeError(
-                "--model is required: give a diffusers folder, a .safetensors/.ckpt file or a hub id"
-            )
+        from spacetime.formats.load import default_model
         from spacetime.pipelines.image import ImagePipeline
 
-        pipe = ImagePipeline.from_pretrained(args.model, pick_device(args.device))
+        model = args.model or default_model("image")
+        if model is None:
+            raise SpacetimeError(
+                "--model is required (this install has no default model): give a diffusers "
+                "folder, a .safetensors/.ckpt file or a hub id"
+            )
+        pipe = ImagePipeline.from_pretrained(model, pick_device(args.device))
+        warn_unknown_words(pipe, args.prompt, args.negative_prompt)
         images = pipe(
             args.prompt, args.negative_prompt, height=args.height, width=args.width,
             precision=args.precision, progress=progress_bar("sampling"), **options,

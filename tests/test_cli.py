@@ -117,7 +117,8 @@ def torch_zeros(*shape):
     return torch.zeros(*shape)
 
 
-def test_model_is_required_until_a_default_ships(tmp_path, capsys):
+def test_model_is_required_when_no_default_ships(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("spacetime.formats.load.default_model", lambda kind="image": None)
     code, _, stderr = run_cli(["a red circle", "--out", tmp_path / "x.png"], capsys)
     assert code == 2 and "--model is required" in stderr
 

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import tiny
-import torch
 
 from spacetime.pipelines.image import load_pipeline
 from spacetime.precision import cpu_has_native_bf16, resolve_precision

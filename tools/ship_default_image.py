@@ -57,7 +57,9 @@ def size_mb(folder: Path) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--vae-run", type=Path, default=Path("runs/world-vae"))
     p.add_argument("--t2i-run", type=Path, default=Path("runs/world-t2i"))
     p.add_argument("--guidance", type=float, default=5.0)
@@ -65,6 +67,7 @@ def main() -> None:
 
     from spacetime.eval.text_to_image import evaluate, grid
     from spacetime.pipelines.image import load_pipeline
+    from spacetime.train.tasks import heldout_psnr
 
     staging = DEST.with_name(".default-image-staging")
     shutil.rmtree(staging, ignore_errors=True)
@@ -74,7 +77,10 @@ def main() -> None:
 
     metrics, _ = evaluate(pipe, guidance=args.guidance, precision="fp32")
     vae_export = json.loads((args.vae_run / "export.json").read_text())
-    images = np.concatenate([pipe(q, seed=0, steps=20, scheduler="dpm++", guidance=args.guidance) for q in GRID_PROMPTS])
+    vae_export["psnr_heldout_db"] = heldout_psnr(pipe.components.vae)  # the shipped fp16 weights
+    images = np.concatenate(
+        [pipe(q, seed=0, steps=20, scheduler="dpm++", guidance=args.guidance) for q in GRID_PROMPTS]
+    )
     GRID.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(grid(images, 4)).resize((4 * 128, 2 * 128), Image.NEAREST).save(GRID)
 
@@ -92,14 +98,21 @@ def main() -> None:
         "heldout_text_to_image": metrics,
         "vae_psnr_heldout_db": vae_export["psnr_heldout_db"],
         "vae_scaling_factor": vae_export["scaling_factor"],
-        "train_wall_seconds": {"vae": wall_seconds(args.vae_run), "text2image": wall_seconds(args.t2i_run)},
+        "train_wall_seconds": {
+            "vae": wall_seconds(args.vae_run),
+            "text2image": wall_seconds(args.t2i_run),
+        },
         "seconds_per_64px_image_20_dpm_steps": seconds_per_image,
         "shipped_megabytes": size_mb(staging),
-        "parameters": {name: sum(v.numel() for v in getattr(pipe.components, name).state_dict().values())
-                       for name in ("unet", "vae", "text_encoder")},  # fmt: skip
+        "parameters": {
+            name: sum(v.numel() for v in getattr(pipe.components, name).state_dict().values())
+            for name in ("unet", "vae", "text_encoder")
+        },  # fmt: skip
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
         "date": date.today().isoformat(),
-        "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip(),
+        "git": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+        ).stdout.strip(),
         "vae_config": vae_cfg,
         "text2image_config": t2i_cfg,
     }
@@ -123,11 +136,11 @@ offline. Diffusers layout (weights stored fp16, loaded as fp32); diffusers can l
 
 | part | what | parameters |
 |---|---|---|
-| vae | AutoencoderKL, f = 8, 4 latent channels, scaling factor {c['vae_scaling_factor']} | {c['parameters']['vae']:,} |
-| unet | UNet2DConditionModel on 8×8 latents, ε-prediction, SD 1.x noise schedule | {c['parameters']['unet']:,} |
-| text_encoder | CLIPTextModel, word-level vocabulary of the world (16 tokens) | {c['parameters']['text_encoder']:,} |
+| vae | AutoencoderKL, f = 8, 4 latent channels, scaling factor {c["vae_scaling_factor"]} | {c["parameters"]["vae"]:,} |
+| unet | UNet2DConditionModel on 8×8 latents, ε-prediction, SD 1.x noise schedule | {c["parameters"]["unet"]:,} |
+| text_encoder | CLIPTextModel, word-level vocabulary of the world (16 tokens) | {c["parameters"]["text_encoder"]:,} |
 
-Shipped weights: {c['shipped_megabytes']} MB.
+Shipped weights: {c["shipped_megabytes"]} MB.
 
 ## Training (one command, from scratch, CPU)
 
@@ -141,26 +154,26 @@ which runs
 
 - Data: procedural scenes drawn on the fly from (seed, step); the held-out colour×shape×background
   combinations (`spacetime.world.heldout_prompts()`, 20 of 216) are never drawn in training.
-- Seed 0. VAE: {c['vae_config']['steps']} steps × batch {c['vae_config']['batch_size']}, AdamW lr {c['vae_config']['lr']},
-  MSE + 0.5·L1 + {c['vae_config']['kl_weight']}·KL. U-Net and text encoder jointly: {c['text2image_config']['steps']} steps ×
-  batch {c['text2image_config']['batch_size']}, lr {c['text2image_config']['lr']}, {c['text2image_config']['caption_dropout']:.0%} empty captions for guidance. EMA weights.
-- Wall time on {c['machine']}: VAE {w['vae'] / 60:.1f} min, text-to-image {w['text2image'] / 60:.1f} min.
+- Seed 0. VAE: {c["vae_config"]["steps"]} steps × batch {c["vae_config"]["batch_size"]}, AdamW lr {c["vae_config"]["lr"]},
+  MSE + 0.5·L1 + {c["vae_config"]["kl_weight"]}·KL. U-Net and text encoder jointly: {c["text2image_config"]["steps"]} steps ×
+  batch {c["text2image_config"]["batch_size"]}, lr {c["text2image_config"]["lr"]}, {c["text2image_config"]["caption_dropout"]:.0%} empty captions for guidance. EMA weights.
+- Wall time on {c["machine"]}: VAE {w["vae"] / 60:.1f} min, text-to-image {w["text2image"] / 60:.1f} min.
 
-## Metrics ({c['date']}, git {c['git']})
+## Metrics ({c["date"]}, git {c["git"]})
 
-Held-out prompts ({m['prompts']} combinations × {m['images'] // m['prompts']} images, DPM-Solver++ {m['steps']} steps,
-guidance {m['guidance']}), read by the world's oracle (`spacetime/eval/oracle.py`):
+Held-out prompts ({m["prompts"]} combinations × {m["images"] // m["prompts"]} images, DPM-Solver++ {m["steps"]} steps,
+guidance {m["guidance"]}), read by the world's oracle (`spacetime/eval/oracle.py`):
 
 | colour | shape | background | all three |
 |---|---|---|---|
-| {m['colour']:.1%} | {m['shape']:.1%} | {m['background']:.1%} | {m['all']:.1%} |
+| {m["colour"]:.1%} | {m["shape"]:.1%} | {m["background"]:.1%} | {m["all"]:.1%} |
 
-- VAE reconstruction PSNR on held-out scenes: {c['vae_psnr_heldout_db']} dB.
-- One 64×64 image, 20 DPM-Solver++ steps, after load: {c['seconds_per_64px_image_20_dpm_steps']} s.
+- VAE reconstruction PSNR on held-out scenes: {c["vae_psnr_heldout_db"]} dB.
+- One 64×64 image, 20 DPM-Solver++ steps, after load: {c["seconds_per_64px_image_20_dpm_steps"]} s.
 
 ## Limits
 
-It knows only the world's words ({', '.join(sorted(set(__import__('spacetime.world', fromlist=['VOCABULARY']).VOCABULARY)))});
+It knows only the world's words ({", ".join(sorted(set(__import__("spacetime.world", fromlist=["VOCABULARY"]).VOCABULARY)))});
 other words print a warning and are spelled out letter by letter, which the model never saw.
 """
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -112,7 +113,7 @@ def _write_files(folder: Path, bpe: bytes) -> None:
 def _bpe(pieces: tuple[str, ...], ranks: dict[tuple[str, str], int]) -> tuple[str, ...]:
     """Byte-pair merging as CLIP does it: repeatedly merge the best-ranked adjacent pair."""
     while len(pieces) > 1:
-        pairs = [(ranks.get(p, float("inf")), i) for i, p in enumerate(zip(pieces, pieces[1:]))]
+        pairs = [(ranks.get(p, float("inf")), i) for i, p in enumerate(itertools.pairwise(pieces))]
         rank, i = min(pairs)
         if rank == float("inf"):
             break

@@ -8,7 +8,6 @@ import torch
 from torch import Tensor, nn
 from transformers import CLIPTextModel, CLIPTokenizer
 
-
 CLOSED_VOCABULARY_LIMIT = 1000  # word-level tokenizers of small models; CLIP's BPE has 49408
 
 

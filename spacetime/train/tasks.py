@@ -30,7 +30,7 @@ from spacetime.models.text import TextEncoder
 from spacetime.models.unet import UNet2DCondition
 from spacetime.models.vae import AutoencoderKL, VAEConfig
 from spacetime.sampling import NoiseSchedule
-from spacetime.train.config import TrainConfig
+from spacetime.train.config import TrainConfig, make_config
 from spacetime.train.loop import rank_slice
 
 TEXT_LENGTH = 16  # world captions are at most 9 words; 16 tokens keeps cross-attention cheap
@@ -51,6 +51,14 @@ def psnr(a: Tensor, b: Tensor) -> float:
     """Peak signal-to-noise ratio of images in [-1, 1], in dB."""
     mse = F.mse_loss(a.clamp(-1, 1), b.clamp(-1, 1)).item() / 4  # on a [0, 1] scale
     return 10 * math.log10(1 / max(mse, 1e-12))
+
+
+@torch.no_grad()
+def heldout_psnr(vae: AutoencoderKL, seed: int = 0, n: int = 512) -> float:
+    """Reconstruction PSNR (posterior mean) on n held-out scenes, in dB."""
+    probe = make_config({"batch_size": n, "seed": seed + 7})
+    held = world_images(probe, 1, split="heldout")[0].to(next(vae.parameters()).device)
+    return round(psnr(vae.decode(vae.encode(held, sample=False)), held), 2)
 
 
 # -- the VAE ---------------------------------------------------------------------------------------
@@ -98,8 +106,7 @@ class VAETask:
         save_component(
             folder / "vae", vae.config.to_diffusers(), vae.state_dict(), "diffusion_pytorch_model"
         )
-        held = world_images(probe, 1, split="heldout")[0].to(device)
-        return {"psnr_heldout_db": round(psnr(vae.decode(vae.encode(held, sample=False)), held), 2),
+        return {"psnr_heldout_db": heldout_psnr(vae, self.cfg.seed),
                 "scaling_factor": vae.config.scaling_factor}  # fmt: skip
 
 
