@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 
@@ -55,6 +56,14 @@ def run(main: Callable[[], None]) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def fast_exit() -> None:
+    """Leave without interpreter teardown (~0.5 s of freeing tensors and modules that the OS
+    reclaims anyway). Only for `python -m` entry points, after their output is written."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def progress_bar(desc: str):

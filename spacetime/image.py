@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from spacetime.cli import add_sampling_flags, pick_device, progress_bar, run, warn_unknown_words
+from spacetime.cli import (
+    add_sampling_flags,
+    fast_exit,
+    pick_device,
+    progress_bar,
+    run,
+    warn_unknown_words,
+)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -52,11 +59,11 @@ def main(argv: list[str] | None = None) -> None:
                 "--model is required (this install has no default model): give a diffusers "
                 "folder, a .safetensors/.ckpt file or a hub id"
             )
-        pipe = ImagePipeline.from_pretrained(model, pick_device(args.device))
+        pipe = ImagePipeline.from_pretrained(model, pick_device(args.device), args.precision)
         warn_unknown_words(pipe, args.prompt, args.negative_prompt)
         images = pipe(
             args.prompt, args.negative_prompt, height=args.height, width=args.width,
-            precision=args.precision, progress=progress_bar("sampling"), **options,
+            progress=progress_bar("sampling"), **options,
         )  # fmt: skip
         for path, pixels in zip(numbered(args.out, len(images)), images, strict=True):
             write_image(path, pixels)
@@ -67,3 +74,4 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+    fast_exit()

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @functools.cache
@@ -40,4 +40,4 @@ def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractC
     """An autocast context for a resolved precision ('fp32' → no-op)."""
     if precision == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(torch.device(device).type, dtype=_DTYPES[precision])
+    return torch.autocast(torch.device(device).type, dtype=DTYPES[precision])

@@ -4,9 +4,9 @@ import pytest
 import tiny
 import torch
 
+from spacetime.formats.clip_tokenizer import Tokenizer
 from spacetime.formats.diffusers import build_text_encoder, build_unet, build_vae
 from spacetime.models.attention import set_attention_backend, use_attention, xformers_available
-from spacetime.models.text import TextEncoder
 from spacetime.models.unet import UNetConfig
 from spacetime.models.vae import VAEConfig
 
@@ -96,7 +96,7 @@ def test_vae_decodes_clips_frame_by_frame():
 def test_text_encoder_matches_transformers(tmp_path, clip_skip):
     tok = tiny.tokenizer(tmp_path / "tok")
     ref = tiny.text_encoder(vocab=len(tok))
-    ours = build_text_encoder(ref.config.to_dict(), ref.state_dict(), tok)
+    ours = build_text_encoder(ref.config.to_dict(), ref.state_dict(), Tokenizer.wrap(tok))
     prompts = ["a red circle", "an orange square on a white background"]
     ids = tok(prompts, padding="max_length", max_length=77, truncation=True, return_tensors="pt")
     with torch.no_grad():
@@ -113,7 +113,8 @@ def test_text_encoder_matches_transformers(tmp_path, clip_skip):
 
 def test_text_encoder_rejects_bad_clip_skip(tmp_path):
     tok = tiny.tokenizer(tmp_path / "tok")
-    enc = TextEncoder(tok, tiny.text_encoder(vocab=len(tok)))
+    ref = tiny.text_encoder(vocab=len(tok))
+    enc = build_text_encoder(ref.config.to_dict(), ref.state_dict(), Tokenizer.wrap(tok))
     with pytest.raises(ValueError, match="clip_skip"):
         enc.encode(["a"], clip_skip=5)
 
@@ -138,3 +139,14 @@ def test_attention_backend_validation():
         set_attention_backend("flash")
     with pytest.raises(ValueError, match="slice_size"):
         set_attention_backend("sliced", slice_size=0)
+
+
+def test_fast_tokenizer_matches_transformers(tmp_path):
+    """tokenizer.json through `tokenizers` gives CLIPTokenizer's ids, truncation and padding."""
+    tok = tiny.tokenizer(tmp_path / "tok")
+    tok.save_pretrained(str(tmp_path / "saved"))
+    fast = Tokenizer.from_folder(tmp_path / "saved")
+    assert fast.fast
+    prompts = ["a red circle", "An ORANGE square, on a white background!", "", "x" * 200]
+    want = tok(prompts, padding="max_length", max_length=77, truncation=True).input_ids
+    assert fast(prompts).tolist() == want

@@ -51,7 +51,7 @@ def test_same_seed_same_image_as_diffusers(tiny_sd, scheduler):
     folder, ref = tiny_sd
     kw = dict(num_inference_steps=12, guidance_scale=5.0, height=32, width=48)
     want = diffusers_images(ref, scheduler, "a red circle", seed=7, negative_prompt="blue", **kw)
-    pipe = load_pipeline(folder)
+    pipe = load_pipeline(folder, precision="fp32")
     got = pipe(
         "a red circle", "blue", steps=12, guidance=5.0, height=32, width=48, seed=7,
         scheduler=scheduler, precision="fp32",
@@ -65,7 +65,7 @@ def test_batches_and_images_per_prompt_match_diffusers(tiny_sd):
     prompts = ["a red circle", "a green square"]
     kw = dict(num_inference_steps=6, guidance_scale=3.0, height=32, width=32)
     want = diffusers_images(ref, "ddim", prompts, seed=3, num_images_per_prompt=2, **kw)
-    got = load_pipeline(folder)(
+    got = load_pipeline(folder, precision="fp32")(
         prompts, steps=6, guidance=3.0, height=32, width=32, seed=3, num_images=2,
         precision="fp32",
     )  # fmt: skip
@@ -75,7 +75,7 @@ def test_batches_and_images_per_prompt_match_diffusers(tiny_sd):
 
 def test_default_size_comes_from_the_model(tiny_sd):
     folder, _ = tiny_sd
-    pipe = load_pipeline(folder)
+    pipe = load_pipeline(folder, precision="fp32")
     assert pipe.default_size == 8 * 4  # U-Net sample_size × VAE downscale
     assert pipe("a", steps=1, precision="fp32").shape == (1, 32, 32, 3)
 
@@ -84,9 +84,9 @@ def test_save_pretrained_round_trips_and_diffusers_loads_it(tiny_sd, tmp_path):
     from diffusers import StableDiffusionPipeline
 
     folder, _ = tiny_sd
-    pipe = load_pipeline(folder)
+    pipe = load_pipeline(folder, precision="fp32")
     pipe.save_pretrained(tmp_path / "saved")
-    again = ImagePipeline.from_pretrained(tmp_path / "saved")
+    again = ImagePipeline.from_pretrained(tmp_path / "saved", precision="fp32")
     for a, b in zip(
         pipe.components.unet.state_dict().values(),
         again.components.unet.state_dict().values(),
@@ -117,12 +117,12 @@ def test_save_pretrained_round_trips_and_diffusers_loads_it(tiny_sd, tmp_path):
 def test_bad_requests_name_the_value(tiny_sd, kwargs, message):
     folder, _ = tiny_sd
     with pytest.raises(SpacetimeError, match=message):
-        load_pipeline(folder)("a red circle", **kwargs)
+        load_pipeline(folder, precision="fp32")("a red circle", **kwargs)
 
 
 def test_height_must_fit_the_vae(tiny_sd):
     folder, _ = tiny_sd
-    pipe = load_pipeline(folder)
+    pipe = load_pipeline(folder, precision="fp32")
     # 36 is a multiple of 4 (this VAE) but the request itself requires multiples of 8
     with pytest.raises(SpacetimeError, match="multiple of 8"):
         pipe("a", height=36, steps=1)
@@ -173,3 +173,12 @@ def test_hub_id_offline_fails_at_once_naming_the_path(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(CheckpointError, match=r"some-org/some-model.*offline"):
         load_pipeline("some-org/some-model")
+
+
+def test_weights_are_cast_once_and_more_precision_is_refused(tiny_sd):
+    folder, _ = tiny_sd
+    pipe = load_pipeline(folder, precision="bf16")
+    assert next(pipe.components.unet.parameters()).dtype == torch.bfloat16
+    assert pipe("a", steps=2, height=32, width=32).dtype == np.uint8
+    with pytest.raises(SpacetimeError, match="holds bf16 weights"):
+        pipe("a", steps=2, precision="fp32")

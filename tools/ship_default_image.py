@@ -73,7 +73,7 @@ def main() -> None:
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(args.t2i_run / "model", staging)
     to_fp16(staging)
-    pipe = load_pipeline(staging)  # evaluate exactly what ships (fp16-rounded weights)
+    pipe = load_pipeline(staging, precision="fp32")  # exactly what ships (fp16-rounded)
 
     metrics, _ = evaluate(pipe, guidance=args.guidance, precision="fp32")
     vae_export = json.loads((args.vae_run / "export.json").read_text())

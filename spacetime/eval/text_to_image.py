@@ -17,7 +17,7 @@ def evaluate(
     steps: int = 20,
     guidance: float = 5.0,
     scheduler: str = "dpm++",
-    precision: str = "auto",
+    precision: str | None = None,
 ) -> tuple[dict, np.ndarray]:
     """Accuracy per attribute over prompts × seeds (default: every held-out prompt × 10 = 200).
 

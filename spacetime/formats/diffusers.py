@@ -12,11 +12,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import Tensor
 
 from spacetime.errors import CheckpointError
+from spacetime.formats.clip_tokenizer import Tokenizer
 from spacetime.formats.weights import build_empty, load_into, read_component, read_json
+from spacetime.models.clip import CLIPTextConfig, CLIPTextModel
 from spacetime.models.text import TextEncoder
 from spacetime.models.unet import UNet2DCondition, UNetConfig
 from spacetime.models.vae import AutoencoderKL, VAEConfig
@@ -49,23 +50,17 @@ def build_vae(cfg: VAEConfig, sd: dict[str, Tensor]) -> AutoencoderKL:
 
 
 def build_text_encoder(config: dict, sd: dict[str, Tensor], tokenizer) -> TextEncoder:
-    """A transformers CLIPTextModel from its config dict and weights (no random init)."""
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    cfg = CLIPTextConfig(**{k: v for k, v in config.items() if not k.startswith("_")})
+    """CLIP's text tower from a transformers config dict and weights (no random init)."""
+    cfg = CLIPTextConfig.from_dict(config)
     model = build_empty(lambda: CLIPTextModel(cfg))
-    # position_ids is a pure function of length: never loaded, rebuilt below. transformers 4
-    # nests the weights under `text_model.`, transformers 5 does not; accept either.
-    nested = any(k.startswith("text_model.") for k in model.state_dict())
+    # position_ids is a pure function of length (never loaded); transformers 4 nests the weights
+    # under `text_model.`, transformers 5 does not: accept either.
     sd = {
-        _with_prefix(k, "text_model.", nested): v
+        _with_prefix(k, "text_model.", False): v
         for k, v in sd.items()
         if not k.endswith("position_ids")
     }
     load_into(model, sd, "text_encoder")
-    embeddings = getattr(model, "text_model", model).embeddings
-    n = embeddings.position_embedding.num_embeddings
-    embeddings.register_buffer("position_ids", torch.arange(n).expand((1, -1)), persistent=False)
     return TextEncoder(tokenizer, model.eval())
 
 
@@ -76,12 +71,10 @@ def _with_prefix(key: str, prefix: str, wanted: bool) -> str:
     return key[len(prefix) :] if has and not wanted else key
 
 
-def load_tokenizer(folder: Path):
-    from transformers import CLIPTokenizer
-
+def load_tokenizer(folder: Path) -> Tokenizer:
     if not any((folder / f).is_file() for f in ("vocab.json", "tokenizer.json")):
         raise CheckpointError(f"missing tokenizer: expected {folder}/vocab.json or tokenizer.json")
-    return CLIPTokenizer.from_pretrained(str(folder))
+    return Tokenizer.from_folder(folder)
 
 
 def load_diffusers(root: Path) -> Components:
@@ -141,7 +134,10 @@ def save_diffusers(components: Components, root: Path, overwrite: bool = False) 
         save_component(
             tmp / "vae", c.vae.config.to_diffusers(), c.vae.state_dict(), "diffusion_pytorch_model"
         )
-        c.text_encoder.model.save_pretrained(str(tmp / "text_encoder"))
+        save_component(
+            tmp / "text_encoder", c.text_encoder.model.config.to_dict(),
+            c.text_encoder.model.state_dict(), "model",
+        )  # fmt: skip
         c.text_encoder.tokenizer.save_pretrained(str(tmp / "tokenizer"))
         (tmp / "scheduler").mkdir()
         (tmp / "scheduler" / "scheduler_config.json").write_text(

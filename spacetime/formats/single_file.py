@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from spacetime.errors import CheckpointError
+from spacetime.formats.clip_tokenizer import Tokenizer
 from spacetime.formats.diffusers import Components, build_text_encoder, build_unet, build_vae
 from spacetime.formats.original import (
     infer_configs,
@@ -33,11 +34,11 @@ TOKENIZER_KEY = "spacetime_tokenizer"
 def _tokenizer(metadata: dict[str, str]):
     files = metadata.get(TOKENIZER_KEY)
     if files is None:
-        return clip_tokenizer(None)
+        return Tokenizer.wrap(clip_tokenizer(None))
     with tempfile.TemporaryDirectory() as tmp:
         for name, text in json.loads(files).items():
             (Path(tmp) / Path(name).name).write_text(text)
-        return clip_tokenizer(tmp)
+        return Tokenizer.from_folder(tmp)
 
 
 def load_single_file(path: str | os.PathLike) -> Components:
@@ -82,9 +83,7 @@ def save_single_file(components: Components, path: str | os.PathLike) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         c.text_encoder.tokenizer.save_pretrained(tmp)
         tokenizer_files = {p.name: p.read_text() for p in Path(tmp).iterdir() if p.is_file()}
-    text_config = {
-        k: v for k, v in c.text_encoder.model.config.to_dict().items() if not k.startswith("_")
-    }
+    text_config = c.text_encoder.model.config.to_dict()
     write_single_file(
         path,
         c.unet.state_dict(),

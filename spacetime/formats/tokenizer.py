@@ -19,8 +19,6 @@ from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 
-from transformers import CLIPTokenizer
-
 from spacetime.errors import CheckpointError
 
 BPE_ASSET = "assets/clip/bpe_simple_vocab_16e6.txt.gz"
@@ -40,8 +38,10 @@ _TOKENIZER_CONFIG = {
 }
 
 
-def clip_tokenizer(path: str | os.PathLike | None = None) -> CLIPTokenizer:
+def clip_tokenizer(path: str | os.PathLike | None = None):
     """The tokenizer in folder `path` (or its ``tokenizer/``), or OpenAI CLIP's when `path` is None."""
+    from transformers import CLIPTokenizer  # imported lazily: it costs ~0.8 s
+
     if path is None:
         return CLIPTokenizer.from_pretrained(_builtin_dir(), local_files_only=True)
     folder = Path(path)
@@ -151,6 +151,8 @@ def word_tokenizer(words: Iterable[str], folder: str | os.PathLike, max_length: 
     (folder / "vocab.json").write_text(json.dumps(vocab))
     merges = "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in ranks)
     (folder / "merges.txt").write_text(merges)
+    from transformers import CLIPTokenizer
+
     config = {**_TOKENIZER_CONFIG, "model_max_length": max_length}
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
     return CLIPTokenizer.from_pretrained(str(folder))

@@ -6,7 +6,8 @@ import re
 
 import torch
 from torch import Tensor, nn
-from transformers import CLIPTextModel, CLIPTokenizer
+
+from spacetime.models.clip import CLIPTextModel
 
 CLOSED_VOCABULARY_LIMIT = 1000  # word-level tokenizers of small models; CLIP's BPE has 49408
 
@@ -14,7 +15,7 @@ CLOSED_VOCABULARY_LIMIT = 1000  # word-level tokenizers of small models; CLIP's 
 class TextEncoder(nn.Module):
     """CLIP tokenizer + text transformer: pad to the tokenizer's length (77), last hidden state."""
 
-    def __init__(self, tokenizer: CLIPTokenizer, model: CLIPTextModel):
+    def __init__(self, tokenizer, model: CLIPTextModel):
         super().__init__()
         self.tokenizer = tokenizer
         self.model = model
@@ -22,6 +23,10 @@ class TextEncoder(nn.Module):
     @property
     def dim(self) -> int:
         return self.model.config.hidden_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.final_layer_norm.weight.device
 
     def vocabulary(self) -> list[str] | None:
         """The words of a closed, word-level vocabulary (small models), or None for open BPE ones."""
@@ -41,27 +46,16 @@ class TextEncoder(nn.Module):
 
     def tokenize(self, prompts: list[str]) -> Tensor:
         """(b, n) token ids, padded/truncated to the tokenizer's model_max_length."""
-        return self.tokenizer(
-            prompts,
-            padding="max_length",
-            max_length=self.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids
+        return self.tokenizer(prompts)
 
     def forward(self, prompts: list[str], clip_skip: int | None = None) -> Tensor:
         """(b, n, d) embeddings; clip_skip=k takes the hidden state k layers before the last,
         passed through the final layer norm (as diffusers and A1111 do)."""
-        ids = self.tokenize(prompts).to(self.model.device)
-        if not clip_skip:
-            return self.model(ids).last_hidden_state
-        if clip_skip < 0 or clip_skip >= self.model.config.num_hidden_layers:
-            raise ValueError(
-                f"clip_skip must be in [0, {self.model.config.num_hidden_layers - 1}], got {clip_skip}"
-            )
-        hidden = self.model(ids, output_hidden_states=True).hidden_states[-(clip_skip + 1)]
-        # transformers 5 flattened CLIPTextModel; 4.x nests it under text_model.
-        return getattr(self.model, "text_model", self.model).final_layer_norm(hidden)
+        ids = self.tokenize(prompts).to(self.device)
+        layers = self.model.config.num_hidden_layers
+        if clip_skip and not 0 <= clip_skip < layers:
+            raise ValueError(f"clip_skip must be in [0, {layers - 1}], got {clip_skip}")
+        return self.model(ids, skip=clip_skip or 0)
 
     @torch.no_grad()
     def encode(self, prompts: list[str], clip_skip: int | None = None) -> Tensor:

@@ -6,6 +6,7 @@ clip latents, and the U-Net folds frames into its batch.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,7 +18,13 @@ from torch import Tensor
 from spacetime import sampling
 from spacetime.errors import SpacetimeError
 from spacetime.formats.diffusers import Components
-from spacetime.precision import autocast, resolve_precision
+from spacetime.precision import DTYPES, autocast, resolve_precision
+
+
+def _layout(x: Tensor) -> torch.memory_format:
+    return (
+        torch.channels_last if x.ndim == 4 and x.device.type == "cpu" else torch.contiguous_format
+    )
 
 
 @dataclass(frozen=True)
@@ -68,11 +75,34 @@ class GenerationRequest:
 class DiffusionPipeline:
     """Prompt → latents → pixels over a `Components` bundle (thin: the work is in the modules)."""
 
-    def __init__(self, components: Components, device: str | torch.device = "cpu"):
+    def __init__(
+        self, components: Components, device: str | torch.device = "cpu", precision: str = "auto"
+    ):
+        """Move the modules to `device` and cast their weights to `precision` once, up front:
+        bf16 weights run ~2x faster than fp32 on AMX CPUs, where autocast re-casts every weight at
+        every call. Channels-last convolutions suit oneDNN on CPUs (the VAE decoder ~2x)."""
         self.components = components
         self.device = torch.device(device)
-        for module in (components.unet, components.vae, components.text_encoder):
-            module.to(self.device)
+        self.precision = resolve_precision(precision, self.device)
+        self.dtype = DTYPES[self.precision]
+        # fp16 can overflow in SD's VAE decoder (diffusers' force_upcast); bf16 has fp32's range.
+        vae_dtype = torch.float32 if self.precision == "fp16" else self.dtype
+        layout = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
+        components.unet.to(self.device, self.dtype, memory_format=layout)
+        components.vae.to(self.device, vae_dtype, memory_format=layout)
+        components.text_encoder.to(self.device, self.dtype)
+
+    def _compute(self, precision: str | None):
+        """Autocast for a call asking less precision than the weights hold; refuse more."""
+        wanted = self.precision if precision is None else resolve_precision(precision, self.device)
+        if wanted == self.precision:
+            return contextlib.nullcontext()
+        if self.precision != "fp32":
+            raise SpacetimeError(
+                f"this pipeline holds {self.precision} weights; load it with "
+                f"precision={wanted!r} to run in {wanted}"
+            )
+        return autocast(wanted, self.device)
 
     @property
     def default_size(self) -> int:
@@ -95,7 +125,7 @@ class DiffusionPipeline:
     def sample_latents(
         self,
         req: GenerationRequest,
-        precision: str = "auto",
+        precision: str | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> Tensor:
         """Run the sampler; returns clean latents (b, 4, h/8, w/8) or (b, 4, t, h/8, w/8)."""
@@ -106,8 +136,9 @@ class DiffusionPipeline:
                 f"height and width must be multiples of {factor} for this VAE, "
                 f"got {req.height}x{req.width}"
             )
-        precision = resolve_precision(precision, self.device)
-        cond, uncond = self.encode_prompts(req)
+        compute = self._compute(precision)
+        with compute:
+            cond, uncond = self.encode_prompts(req)
         batch = len(req.prompts) * req.num_images
         lat = (req.height // factor, req.width // factor)
         frames = () if req.frames == 1 else (req.frames,)
@@ -124,23 +155,31 @@ class DiffusionPipeline:
         x = x * plan.init_noise_sigma
 
         def net(x_t: Tensor, t: Tensor, context: Tensor) -> Tensor:
-            with autocast(precision, self.device):
-                return c.unet(x_t, t.to(self.device), context).float()
+            x_t = x_t.to(self.dtype).contiguous(memory_format=_layout(x_t))
+            return c.unet(x_t, t.to(self.device), context.to(self.dtype)).float()
 
         model_fn = sampling.classifier_free_guidance(net, cond, uncond, req.guidance)
         denoiser = sampling.model_denoiser(model_fn, c.schedule)
         callback = None if progress is None else (lambda i, _x: progress(i + 1, req.steps))
-        x = sampling.sample(
-            req.scheduler, denoiser, x, plan, eta=req.eta, generator=generator, callback=callback
-        )
+        with compute:  # one autocast region for the whole loop keeps its weight-cast cache
+            x = sampling.sample(
+                req.scheduler,
+                denoiser,
+                x,
+                plan,
+                eta=req.eta,
+                generator=generator,
+                callback=callback,
+            )
         return sampling.to_network_space(x, plan.sigmas_next[-1])
 
     @torch.no_grad()
-    def decode(self, latents: Tensor, precision: str = "auto") -> np.ndarray:
+    def decode(self, latents: Tensor, precision: str | None = None) -> np.ndarray:
         """Latents → uint8 pixels (b, h, w, 3) or (b, t, h, w, 3), rounded as diffusers does."""
-        precision = resolve_precision(precision, self.device)
-        with autocast(precision, self.device):
-            images = self.components.vae.decode(latents.to(self.device)).float()
+        vae = self.components.vae
+        z = latents.to(self.device, next(vae.parameters()).dtype)
+        with self._compute(precision):
+            images = vae.decode(z.contiguous(memory_format=_layout(z))).float()
         images = (images / 2 + 0.5).clamp(0, 1)
         channels_last = "b c t h w -> b t h w c" if images.ndim == 5 else "b c h w -> b h w c"
         pixels = rearrange(images, channels_last).cpu().numpy()

@@ -24,9 +24,10 @@ class ImagePipeline(DiffusionPipeline):
 
     @classmethod
     def from_pretrained(
-        cls, model: str | os.PathLike, device: str | torch.device = "cpu"
+        cls, model: str | os.PathLike, device: str | torch.device = "cpu", precision: str = "auto"
     ) -> ImagePipeline:
-        return cls(load_components(model), device)
+        """Load weights and cast them once to `precision` (auto: bf16 on AMX CPUs, fp16 on CUDA)."""
+        return cls(load_components(model), device, precision)
 
     def save_pretrained(self, path: str | os.PathLike, overwrite: bool = False) -> None:
         save_diffusers(self.components, path, overwrite=overwrite)
@@ -57,7 +58,7 @@ class ImagePipeline(DiffusionPipeline):
         prompt: str | Sequence[str],
         negative_prompt: str | Sequence[str] | None = None,
         *,
-        precision: str = "auto",
+        precision: str | None = None,
         progress: Callable[[int, int], None] | None = None,
         **options,
     ) -> np.ndarray:
@@ -67,6 +68,8 @@ class ImagePipeline(DiffusionPipeline):
         return self.decode(self.sample_latents(req, precision, progress), precision)
 
 
-def load_pipeline(model: str | os.PathLike, device: str | torch.device = "cpu") -> ImagePipeline:
+def load_pipeline(
+    model: str | os.PathLike, device: str | torch.device = "cpu", precision: str = "auto"
+) -> ImagePipeline:
     """Load a text-to-image pipeline from a diffusers folder, a single-file checkpoint or a hub id."""
-    return ImagePipeline.from_pretrained(model, device)
+    return ImagePipeline.from_pretrained(model, device, precision)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from spacetime import world
+from spacetime.formats.clip_tokenizer import Tokenizer
 from spacetime.formats.diffusers import (
     Components,
     build_vae,
@@ -25,6 +26,7 @@ from spacetime.formats.diffusers import (
 )
 from spacetime.formats.tokenizer import word_tokenizer
 from spacetime.formats.weights import read_component, read_json
+from spacetime.models.clip import CLIPTextConfig, CLIPTextModel
 from spacetime.models.presets import PRESETS
 from spacetime.models.text import TextEncoder
 from spacetime.models.unet import UNet2DCondition
@@ -133,7 +135,7 @@ class DenoisingLoss(nn.Module):
         self.register_buffer("alphas_cumprod", alphas_cumprod, persistent=False)
 
     def forward(self, ids: Tensor, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
-        context = self.text_model(ids).last_hidden_state
+        context = self.text_model(ids)
         abar = self.alphas_cumprod[t].view(-1, *([1] * (x0.ndim - 1)))
         x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
         return F.mse_loss(self.unet(x_t, t, context).float(), noise)
@@ -141,23 +143,19 @@ class DenoisingLoss(nn.Module):
 
 class TextToImageTask:
     def __init__(self, cfg: TrainConfig):
-        from transformers import CLIPTextConfig
-
         self.cfg = cfg
         _, self.unet_config, text = PRESETS[cfg.preset]
         self.vae = load_vae(cfg.vae)
         self._tok_dir = tempfile.TemporaryDirectory()
-        self.tokenizer = word_tokenizer(world.VOCABULARY, self._tok_dir.name, TEXT_LENGTH)
-        tok = self.tokenizer
+        tok = word_tokenizer(world.VOCABULARY, self._tok_dir.name, TEXT_LENGTH)
         self.text_config = CLIPTextConfig(
             vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
             pad_token_id=tok.pad_token_id, **text,
         )  # fmt: skip
+        self.tokenizer = Tokenizer.wrap(tok)
         self.schedule = NoiseSchedule()  # SD 1.x's: scaled-linear betas 0.00085–0.012, ε
 
     def build(self) -> nn.Module:
-        from transformers import CLIPTextModel
-
         return DenoisingLoss(
             UNet2DCondition(self.unet_config),
             CLIPTextModel(self.text_config),
@@ -170,10 +168,7 @@ class TextToImageTask:
         g = _generator(self.cfg, step)
         drop = torch.rand(len(captions), generator=g) < self.cfg.caption_dropout
         captions = ["" if d else c for c, d in zip(captions, drop.tolist(), strict=True)]
-        ids = self.tokenizer(
-            captions, padding="max_length", max_length=TEXT_LENGTH, truncation=True,
-            return_tensors="pt",
-        ).input_ids  # fmt: skip
+        ids = self.tokenizer(captions)
         x0 = self.vae.encode(x, generator=g)
         t = torch.randint(0, self.schedule.num_train_timesteps, (len(captions),), generator=g)
         noise = torch.randn(x0.shape, generator=g)
