@@ -20,6 +20,7 @@ rerun) and to results.json in the work folder. diffusers is imported here only; 
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import hashlib
 import json
@@ -253,7 +254,7 @@ def bench_unet(model: Path, size: int, warmup: int, repeats: int, max_share: flo
 
     sys.path.insert(0, str(REPO))
     from spacetime.formats.load import load_components
-    from spacetime.precision import autocast, resolve_precision
+    from spacetime.precision import DTYPES, resolve_precision
 
     ours = load_components(model).unet.eval()
     ref = UNet2DConditionModel.from_pretrained(str(model / "unet")).eval()
@@ -275,11 +276,15 @@ def bench_unet(model: Path, size: int, warmup: int, repeats: int, max_share: flo
 
     theirs = lambda: ref(x, t, encoder_hidden_states=context).sample  # noqa: E731
     mine = lambda: ours(x, t, context)  # noqa: E731
+    # What the pipeline runs at `auto`: weights cast once, channels-last (spacetime.pipelines).
+    cast = copy.deepcopy(ours).to(DTYPES[auto], memory_format=torch.channels_last)
+    x_auto = x.to(DTYPES[auto]).contiguous(memory_format=torch.channels_last)
+    mine_auto = lambda: cast(x_auto, t, context.to(DTYPES[auto]))  # noqa: E731
     contenders = {
         "diffusers fp32": run(theirs, none),
         "diffusers bf16 autocast": run(theirs, bf16),
         "spacetime fp32": run(mine, none),
-        f"spacetime auto ({auto})": run(mine, lambda: autocast(auto, "cpu")),
+        f"spacetime auto ({auto} weights)": run(mine_auto, none),
     }
     outputs = {name: fn() for name, fn in contenders.items()}
     for _ in range(warmup - 1):
@@ -387,7 +392,7 @@ from spacetime.pipelines.image import ImagePipeline
 T["imported"] = time.time()
 a = parser().parse_args()
 check_writable(a.out, IMAGE_SUFFIXES)
-pipe = ImagePipeline.from_pretrained(a.model, pick_device(a.device))
+pipe = ImagePipeline.from_pretrained(a.model, pick_device(a.device), a.precision)
 T["loaded"] = time.time()
 
 
@@ -406,7 +411,7 @@ def progress(done, total):
 pipe.encode_prompts = timed("encoded", pipe.encode_prompts)
 pipe.decode = timed("decoded", pipe.decode)
 images = pipe(
-    a.prompt, a.negative_prompt, height=a.height, width=a.width, precision=a.precision,
+    a.prompt, a.negative_prompt, height=a.height, width=a.width,
     progress=progress, steps=a.steps, guidance=a.guidance, scheduler=a.scheduler, karras=a.karras,
     eta=a.eta, seed=a.seed, num_images=a.num_images, clip_skip=a.clip_skip,
 )
