@@ -134,6 +134,15 @@ def test_attention_backends_agree(backend):
     assert rel_err(other, sdpa) < 1e-5
 
 
+def test_sliced_attention_honours_the_causal_mask(tmp_path):
+    tok = tiny.tokenizer(tmp_path / "tok")
+    ref = tiny.text_encoder(vocab=len(tok))
+    ours = build_text_encoder(ref.config.to_dict(), ref.state_dict(), Tokenizer.wrap(tok))
+    sdpa = ours.encode(["a red circle"])
+    with use_attention("sliced", slice_size=5):
+        assert rel_err(ours.encode(["a red circle"]), sdpa) < 1e-5
+
+
 def test_attention_backend_validation():
     with pytest.raises(ValueError, match="attention backend"):
         set_attention_backend("flash")

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import tiny
+import torch
 
 from spacetime.pipelines.image import load_pipeline
 from spacetime.precision import cpu_has_native_bf16, resolve_precision
@@ -36,3 +37,11 @@ def test_bf16_autocast_is_close_to_fp32(tmp_path):
     for other in (autocast, bf16):
         mse = ((fp32 - other) ** 2).mean()
         assert 10 * np.log10(255**2 / max(mse, 1e-9)) > 25
+
+
+def test_fp16_runs_on_cpu(tmp_path):
+    tiny.sd_pipeline(tmp_path / "sd")
+    pipe = load_pipeline(tmp_path / "sd", precision="fp16")
+    assert next(pipe.components.unet.parameters()).dtype == torch.float16
+    assert next(pipe.components.vae.parameters()).dtype == torch.float32  # force_upcast, as SD's
+    assert pipe("a red circle", steps=2).shape == (1, 32, 32, 3)

@@ -57,37 +57,41 @@ def xformers_available() -> bool:
     return _xformers_available
 
 
-def _sliced(q: Tensor, k: Tensor, v: Tensor, slice_size: int) -> Tensor:
+def _sliced(q: Tensor, k: Tensor, v: Tensor, slice_size: int, mask: Tensor | None) -> Tensor:
     """Attention over query chunks: peak memory O(slice_size * n_k) instead of O(n_q * n_k)."""
     scale = 1.0 / math.sqrt(q.shape[-1])
     out = torch.empty_like(q)
     for start in range(0, q.shape[-2], slice_size):
-        chunk = q[..., start : start + slice_size, :]
-        weights = torch.softmax((chunk @ k.transpose(-1, -2)) * scale, dim=-1)
-        out[..., start : start + slice_size, :] = weights @ v
+        rows = slice(start, start + slice_size)
+        scores = (q[..., rows, :] @ k.transpose(-1, -2)) * scale
+        if mask is not None:
+            scores = scores + mask[..., rows, :]
+        out[..., rows, :] = torch.softmax(scores, dim=-1) @ v
     return out
 
 
-def _xformers(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+def _xformers(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
     import xformers.ops  # optional extra; only reached on CUDA with xformers installed
 
-    # xformers wants (b, n, nh, d)
+    # xformers wants (b, n, nh, d) and an additive bias broadcast to (b, nh, n_q, n_k)
+    bias = None if mask is None else mask.expand(q.shape[0], q.shape[1], -1, -1).contiguous()
     out = xformers.ops.memory_efficient_attention(
-        *(rearrange(x, "b nh n d -> b n nh d").contiguous() for x in (q, k, v))
+        *(rearrange(x, "b nh n d -> b n nh d").contiguous() for x in (q, k, v)), attn_bias=bias
     )
     return rearrange(out, "b n nh d -> b nh n d")
 
 
-def dot_product_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """softmax(q kᵀ / √d) v on (b, nh, n, d) tensors with the chosen backend (Vaswani et al. 2017)."""
+def dot_product_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+    """softmax(q kᵀ / √d + mask) v on (b, nh, n, d) tensors with the chosen backend
+    (Vaswani et al. 2017); `mask` is additive, broadcastable to (b, nh, n_q, n_k)."""
     backend = _backend
     if backend == "auto":
         backend = "xformers" if q.is_cuda and xformers_available() else "sdpa"
     if backend == "xformers" and q.is_cuda:
-        return _xformers(q, k, v)
+        return _xformers(q, k, v, mask)
     if backend == "sliced":
-        return _sliced(q, k, v, _slice_size)
-    return F.scaled_dot_product_attention(q, k, v)
+        return _sliced(q, k, v, _slice_size, mask)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
 class Attention(nn.Module):

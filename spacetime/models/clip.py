@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from spacetime.models.attention import dot_product_attention
+
 ACTIVATIONS = {
     "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),  # OpenAI CLIP's approximation
     "gelu": F.gelu,
@@ -80,7 +82,7 @@ class CLIPAttention(nn.Module):
             rearrange(proj(x), "b n (nh d) -> b nh n d", nh=self.heads)
             for proj in (self.q_proj, self.k_proj, self.v_proj)
         )
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = dot_product_attention(q, k, v, mask)
         return self.out_proj(rearrange(out, "b nh n d -> b n (nh d)"))
 
 
