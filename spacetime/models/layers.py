@@ -129,11 +129,39 @@ class FeedForward(nn.Module):
         return x
 
 
-class TransformerBlock(nn.Module):
-    """Self-attention, cross-attention to text, GEGLU feed-forward, pre-norm residuals (LDM)."""
+class SinusoidalPositions(nn.Module):
+    """Adds fixed sine/cosine position codes along the sequence (Vaswani et al. 2017)."""
 
-    def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int | None):
+    def __init__(self, dim: int, max_length: int):
         super().__init__()
+        position = torch.arange(max_length).unsqueeze(1)
+        freqs = torch.exp(torch.arange(0, dim, 2) * (-math.log(10000.0) / dim))
+        pe = torch.zeros(1, max_length, dim)
+        pe[0, :, 0::2] = torch.sin(position * freqs)
+        pe[0, :, 1::2] = torch.cos(position * freqs)
+        # A pure function of position: never saved, so checkpoints with or without it both load.
+        self.register_buffer("pe", pe, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[1] > self.pe.shape[1]:
+            raise ValueError(
+                f"sequence of {x.shape[1]} exceeds the {self.pe.shape[1]} positions this layer knows"
+            )
+        return x + self.pe[:, : x.shape[1]].to(x.dtype)
+
+
+class TransformerBlock(nn.Module):
+    """Self-attention, cross-attention to text, GEGLU feed-forward, pre-norm residuals (LDM).
+
+    With `context_dim=None` the second attention is self-attention too, and `positions` adds
+    position codes before each attention: AnimateDiff's temporal block.
+    """
+
+    def __init__(
+        self, dim: int, heads: int, head_dim: int, context_dim: int | None, positions: int = 0
+    ):
+        super().__init__()
+        self.pos_embed = SinusoidalPositions(dim, positions) if positions else None
         self.norm1 = nn.LayerNorm(dim)
         self.attn1 = Attention(dim, heads, head_dim)
         self.norm2 = nn.LayerNorm(dim)
@@ -142,9 +170,12 @@ class TransformerBlock(nn.Module):
         self.ff = FeedForward(dim)
 
     def forward(self, x: Tensor, context: Tensor | None) -> Tensor:
-        x = x + self.attn1(self.norm1(x))
-        x = x + self.attn2(self.norm2(x), context)
+        x = x + self.attn1(self._positioned(self.norm1(x)))
+        x = x + self.attn2(self._positioned(self.norm2(x)), context)
         return x + self.ff(self.norm3(x))
+
+    def _positioned(self, x: Tensor) -> Tensor:
+        return x if self.pos_embed is None else self.pos_embed(x)
 
 
 class SpatialTransformer(nn.Module):

@@ -223,12 +223,27 @@ class UNetBlock(nn.Module):
             self.downsamplers = nn.ModuleList([Downsample(out_channels)])
         elif resample == "up":
             self.upsamplers = nn.ModuleList([Upsample(out_channels)])
+        # Filled by `inflate` (spacetime.models.inflate); empty in an image U-Net, so they add no
+        # parameters and no keys. Names follow ModelScope's and AnimateDiff's diffusers layouts.
+        self.temp_convs = nn.ModuleList()
+        self.motion_modules = nn.ModuleList()
 
-    def layer(self, j: int, h: Tensor, temb: Tensor, context: Tensor | None) -> Tensor:
-        """Resnet j then its transformer (if any); inflation wraps this to add temporal layers."""
-        h = self.resnets[j](h, temb)
+    def _temporal(self, modules: nn.ModuleList, j: int, h: Tensor, frames: int) -> Tensor:
+        return modules[j](h, frames) if j < len(modules) else h
+
+    def layer(self, j: int, h: Tensor, temb: Tensor, context: Tensor | None, frames: int) -> Tensor:
+        """Resnet j, its temporal conv, its spatial transformer, its motion module (those present)."""
+        h = self._temporal(self.temp_convs, j, self.resnets[j](h, temb), frames)
         if j < len(self.attentions):
             h = self.attentions[j](h, context)
+        return self._temporal(self.motion_modules, j, h, frames)
+
+    def mid(self, h: Tensor, temb: Tensor, context: Tensor | None, frames: int) -> Tensor:
+        """resnet → (attention → motion module → resnet)*, each resnet followed by its temporal conv."""
+        h = self._temporal(self.temp_convs, 0, self.resnets[0](h, temb), frames)
+        for j, attn in enumerate(self.attentions):
+            h = self._temporal(self.motion_modules, j, attn(h, context), frames)
+            h = self._temporal(self.temp_convs, j + 1, self.resnets[j + 1](h, temb), frames)
         return h
 
 
@@ -304,20 +319,18 @@ class UNet2DCondition(nn.Module):
         skips = [h]
         for block in self.down_blocks:
             for j in range(len(block.resnets)):
-                h = block.layer(j, h, temb, context)
+                h = block.layer(j, h, temb, context, frames)
                 skips.append(h)
             if hasattr(block, "downsamplers"):
                 h = block.downsamplers[0](h)
                 skips.append(h)
 
         if self.mid_block is not None:
-            h = self.mid_block.resnets[0](h, temb)
-            for j, attn in enumerate(self.mid_block.attentions):
-                h = self.mid_block.resnets[j + 1](attn(h, context), temb)
+            h = self.mid_block.mid(h, temb, context, frames)
 
         for block in self.up_blocks:
             for j in range(len(block.resnets)):
-                h = block.layer(j, torch.cat([h, skips.pop()], dim=1), temb, context)
+                h = block.layer(j, torch.cat([h, skips.pop()], dim=1), temb, context, frames)
             if hasattr(block, "upsamplers"):
                 h = block.upsamplers[0](h, size=skips[-1].shape[-2:])
 

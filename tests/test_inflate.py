@@ -1,0 +1,95 @@
+"""Inflation: a clip through the inflated U-Net equals the 2D U-Net frame by frame at init."""
+
+import pytest
+import tiny
+import torch
+
+from spacetime.formats.diffusers import build_unet
+from spacetime.models.inflate import InflationSpec, freeze_spatial, inflate
+from spacetime.models.unet import UNetConfig
+
+SPECS = {
+    "animatediff": InflationSpec(heads=2),
+    "modelscope-conv": InflationSpec(motion_modules=False, temporal_convs=True),
+    "both": InflationSpec(heads=4, temporal_convs=True, layers=2),
+}
+
+
+def unet2d(name="sd1"):
+    ref = tiny.unet(name)
+    return build_unet(UNetConfig.from_diffusers(dict(ref.config)), ref.state_dict())
+
+
+@pytest.mark.parametrize("spec", sorted(SPECS))
+@pytest.mark.parametrize("config", ["sd1", "sd2"])
+def test_inflated_equals_parent_frame_by_frame_at_init(spec, config):
+    parent = unet2d(config)
+    video = inflate(parent, SPECS[spec])
+    g = torch.Generator().manual_seed(0)
+    clip = torch.randn(2, 4, 5, 8, 8, generator=g)
+    ctx = torch.randn(2, 7, 32, generator=g)
+    with torch.no_grad():
+        got = video(clip, torch.tensor([10, 700]), ctx)
+        for t in range(clip.shape[2]):
+            want = parent(clip[:, :, t], torch.tensor([10, 700]), ctx)
+            torch.testing.assert_close(got[:, :, t], want, rtol=1e-5, atol=1e-5)
+
+
+def test_inflation_adds_layers_and_keeps_every_spatial_key():
+    parent = unet2d("sd1")
+    video = inflate(parent, SPECS["both"])
+    spatial, everything = set(parent.state_dict()), set(video.state_dict())
+    assert spatial < everything
+    added = everything - spatial
+    assert added and all(".motion_modules." in k or ".temp_convs." in k for k in added)
+    assert not any("motion_modules" in k for k in parent.state_dict())  # the parent is untouched
+    # AnimateDiff placement: one per resnet in down/up blocks (2 down, 3 up here), one in the mid block
+    assert len(video.down_blocks[0].motion_modules) == 2
+    assert len(video.up_blocks[0].motion_modules) == 3
+    assert len(video.mid_block.motion_modules) == 1
+
+
+def test_temporal_layers_mix_frames_once_trained():
+    video = inflate(unet2d("sd1"), SPECS["both"])
+    trainable = freeze_spatial(video)
+    assert trainable and all(p.requires_grad for p in trainable)
+    assert not video.conv_in.weight.requires_grad
+    with torch.no_grad():
+        for p in trainable:
+            p.add_(torch.randn_like(p) * 0.05)
+        clip = torch.randn(1, 4, 4, 8, 8)
+        ctx = torch.randn(1, 7, 32)
+        base = video(clip, 500, ctx)
+        changed = clip.clone()
+        changed[:, :, 0] += 1.0  # perturb only frame 0
+        out = video(changed, 500, ctx)
+    assert (out[:, :, 3] - base[:, :, 3]).abs().max() > 1e-4  # frame 3 now sees frame 0
+
+
+def test_too_many_frames_for_the_motion_module_is_a_clear_error():
+    video = inflate(unet2d("sd1"), InflationSpec(heads=2, max_frames=4))
+    with pytest.raises(ValueError, match="exceeds the 4 positions"):
+        video(torch.randn(1, 4, 6, 8, 8), 500, torch.randn(1, 7, 32))
+
+
+def test_matches_diffusers_unet_motion_model():
+    """AnimateDiff-style inflation loads a diffusers UNetMotionModel's weights and computes the same."""
+    from diffusers import MotionAdapter, UNetMotionModel
+
+    from spacetime.formats.weights import load_into
+
+    ref2d = tiny.unet("sd1")
+    adapter = MotionAdapter(
+        block_out_channels=(32, 64), motion_layers_per_block=2, motion_norm_num_groups=8,
+        motion_num_attention_heads=2, motion_max_seq_length=32, use_motion_mid_block=True,
+    )  # fmt: skip
+    ref = tiny.randomize(UNetMotionModel.from_unet2d(ref2d, motion_adapter=adapter), 5)
+    ours = inflate(unet2d("sd1"), InflationSpec(heads=2))
+    # diffusers stores the sinusoidal frame positions; they are a pure function, rebuilt here.
+    load_into(ours, {k: v for k, v in ref.state_dict().items() if not k.endswith(".pe")}, "unet")
+    clip, ctx = torch.randn(2, 4, 6, 8, 8), torch.randn(2, 7, 32)
+    with torch.no_grad():
+        # diffusers' AnimateDiff pipeline repeats the prompt per frame before calling the U-Net
+        want = ref(clip, 500, ctx.repeat_interleave(6, dim=0)).sample
+        got = ours(clip, torch.tensor(500), ctx)
+    assert ((got - want).abs().max() / want.abs().max()).item() < 1e-4
