@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +17,14 @@ def check_writable(path: Path, suffixes: tuple[str, ...]) -> None:
     """Fail before any work if `path` has the wrong extension or its folder cannot be written."""
     if path.suffix.lower() not in suffixes:
         raise SpacetimeError(f"cannot write {path}: extension must be one of {', '.join(suffixes)}")
-    folder = path.parent if str(path.parent) else Path(".")
-    probe = folder
+    probe = path.parent if str(path.parent) else Path(".")
     while not probe.exists():
         probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK):
-        raise SpacetimeError(f"cannot write {path}: {probe} is not a writable folder")
+    try:  # os.access says yes to root everywhere; creating a file is the real test
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError:
+        raise SpacetimeError(f"cannot write {path}: {probe} is not a writable folder") from None
 
 
 def numbered(path: Path, count: int) -> list[Path]:
@@ -38,3 +40,82 @@ def write_image(path: Path, pixels: np.ndarray) -> None:
 
     fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}[path.suffix.lower()]
     atomic_write(path, lambda tmp: Image.fromarray(pixels).save(tmp, format=fmt))
+
+
+VIDEO_SUFFIXES = (".mp4", ".gif", ".webp")
+
+
+def check_video_target(path: Path) -> None:
+    """Fail before any work: a known extension (or a folder for PNG frames) in a writable place."""
+    if path.suffix == "" or path.is_dir():
+        check_writable(path / "frame_0000.png", (".png",))
+        if path.exists() and any(path.iterdir()):
+            raise SpacetimeError(f"cannot write frames into {path}: the folder is not empty")
+        return
+    check_writable(path, VIDEO_SUFFIXES)
+
+
+def write_video(path: Path, frames: np.ndarray, fps: int) -> None:
+    """uint8 (t, h, w, 3) → .mp4 (H.264, yuv420p: plays in browsers), .gif, .webp, or a folder of
+    frame_0000.png …; written beside the destination and renamed, so nothing is half-written."""
+    if fps < 1:
+        raise SpacetimeError(f"fps must be >= 1, got {fps}")
+    suffix = path.suffix.lower()
+    if suffix == "" or path.is_dir():
+        _write_frames_dir(path, frames)
+    elif suffix == ".mp4":
+        atomic_write(path, lambda tmp: _write_mp4(tmp, frames, fps))
+    elif suffix in (".gif", ".webp"):
+        atomic_write(path, lambda tmp: _write_animation(tmp, frames, fps, suffix))
+    else:
+        raise SpacetimeError(
+            f"cannot write {path}: extension must be one of {', '.join(VIDEO_SUFFIXES)} or a folder"
+        )
+
+
+def _write_mp4(tmp: Path, frames: np.ndarray, fps: int) -> None:
+    import av
+
+    # yuv420p needs even sizes: pad the last row/column by repetition if needed.
+    t, h, w, _ = frames.shape
+    frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    with av.open(str(tmp), mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "18"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def _write_animation(tmp: Path, frames: np.ndarray, fps: int, suffix: str) -> None:
+    from PIL import Image
+
+    images = [Image.fromarray(f) for f in frames]
+    fmt = "GIF" if suffix == ".gif" else "WEBP"
+    extra = {"lossless": True} if fmt == "WEBP" else {}
+    images[0].save(
+        tmp, format=fmt, save_all=True, append_images=images[1:], duration=round(1000 / fps),
+        loop=0, **extra,
+    )  # fmt: skip
+
+
+def _write_frames_dir(path: Path, frames: np.ndarray) -> None:
+    import shutil
+
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        for i, frame in enumerate(frames):
+            Image.fromarray(frame).save(tmp / f"frame_{i:04d}.png")
+        if path.exists():
+            path.rmdir()  # empty (checked before any work)
+        tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,84 @@
+"""Motion modules in diffusers' `MotionAdapter` layout: config.json + the temporal weights only."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from spacetime.errors import CheckpointError
+from spacetime.formats.weights import load_into, read_component, read_json
+from spacetime.models.inflate import InflationSpec, inflate
+from spacetime.models.unet import UNet2DCondition
+
+
+def _single(cfg: dict, key: str, default):
+    value = cfg.get(key, default)
+    if isinstance(value, list | tuple):
+        if len(set(value)) != 1:
+            raise CheckpointError(f"per-level {key}={value} is not supported")
+        value = value[0]
+    return value
+
+
+def spec_from_adapter_config(cfg: dict) -> InflationSpec:
+    """An InflationSpec from a MotionAdapter config.json."""
+    if cfg.get("conv_in_channels") is not None:
+        raise CheckpointError(
+            "motion adapters with their own conv_in (SparseCtrl-style) are not supported"
+        )
+    return InflationSpec(
+        motion_modules=True,
+        mid_block_motion=bool(cfg.get("use_motion_mid_block", True)),
+        heads=_single(cfg, "motion_num_attention_heads", 8),
+        layers=_single(cfg, "motion_transformer_layers_per_block", 1),
+        max_frames=cfg.get("motion_max_seq_length", 32),
+    )
+
+
+def load_motion_adapter(unet: UNet2DCondition, path: str | os.PathLike) -> UNet2DCondition:
+    """`unet` inflated with the motion modules stored in a MotionAdapter folder."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise CheckpointError(
+            f"motion module not found: expected a MotionAdapter folder at {folder}"
+        )
+    spec = spec_from_adapter_config(read_json(folder / "config.json"))
+    video = inflate(unet, spec)
+    motion = {
+        k: v
+        for k, v in read_component(folder, "diffusion_pytorch_model").items()
+        if not k.endswith(".pe")
+    }
+    # The adapter holds only temporal weights: complete them with the spatial ones already loaded.
+    spatial = {k: v for k, v in video.state_dict().items() if ".motion_modules." not in k}
+    dtype = next(unet.parameters()).dtype
+    return load_into(
+        video, {**spatial, **{k: v.to(dtype) for k, v in motion.items()}}, f"motion module {folder}"
+    )
+
+
+def save_motion_adapter(unet: UNet2DCondition, path: str | os.PathLike) -> Path:
+    """Write the motion modules of an inflated U-Net as a MotionAdapter folder diffusers loads."""
+    from spacetime.formats.diffusers import save_component
+
+    spec: InflationSpec | None = getattr(unet, "inflation", None)
+    if spec is None or not spec.motion_modules:
+        raise CheckpointError("this U-Net has no motion modules to save")
+    cfg = unet.config
+    config = {
+        "_class_name": "MotionAdapter",
+        "_diffusers_version": "0.30.0",
+        "block_out_channels": list(cfg.block_out_channels),
+        "motion_layers_per_block": cfg.layers_per_block,
+        "motion_transformer_layers_per_block": spec.layers,
+        "motion_mid_block_layers_per_block": 1,
+        "motion_transformer_layers_per_mid_block": spec.layers,
+        "motion_num_attention_heads": spec.heads,
+        "motion_norm_num_groups": cfg.norm_num_groups,
+        "motion_max_seq_length": spec.max_frames,
+        "use_motion_mid_block": spec.mid_block_motion,
+        "conv_in_channels": None,
+    }
+    weights = {k: v for k, v in unet.state_dict().items() if ".motion_modules." in k}
+    save_component(Path(path), config, weights, "diffusion_pytorch_model")
+    return Path(path)

@@ -1,0 +1,51 @@
+"""Text → clip: the same diffusion loop with a frame axis, through an inflated U-Net."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from spacetime.formats.load import load_components
+from spacetime.formats.motion import load_motion_adapter
+from spacetime.pipelines.image import ImagePipeline
+
+
+class VideoPipeline(ImagePipeline):
+    """`VideoPipeline.from_pretrained(sd, motion=adapter)("a red circle moving right", frames=16)`
+    → uint8 (n, t, h, w, 3). With one frame it is image generation through the same model."""
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | os.PathLike,
+        device: str | torch.device = "cpu",
+        precision: str = "auto",
+        motion: str | os.PathLike | None = None,
+    ) -> VideoPipeline:
+        components = load_components(model)
+        if motion is not None:
+            components.unet = load_motion_adapter(components.unet, motion)
+        return cls(components, device, precision)
+
+    def __call__(
+        self,
+        prompt: str | Sequence[str],
+        negative_prompt: str | Sequence[str] | None = None,
+        *,
+        frames: int = 16,
+        precision: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        **options,
+    ) -> np.ndarray:
+        clips = super().__call__(
+            prompt,
+            negative_prompt,
+            frames=frames,
+            precision=precision,
+            progress=progress,
+            **options,
+        )
+        return clips if clips.ndim == 5 else clips[:, None]  # one frame: (n, 1, h, w, 3)

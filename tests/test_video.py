@@ -1,0 +1,125 @@
+"""Video: motion adapters load, a one-frame clip equals the image pipeline, media writers, CLI."""
+
+import numpy as np
+import pytest
+import tiny
+import torch
+from PIL import Image
+
+from spacetime.formats.load import load_components
+from spacetime.formats.motion import load_motion_adapter, save_motion_adapter
+from spacetime.media import write_video
+from spacetime.models.inflate import InflationSpec, inflate
+from spacetime.pipelines.image import load_pipeline
+from spacetime.pipelines.video import VideoPipeline
+from spacetime.video import main
+
+
+@pytest.fixture(scope="module")
+def model_and_motion(tmp_path_factory):
+    root = tmp_path_factory.mktemp("video")
+    tiny.sd_pipeline(root / "sd")
+    unet = inflate(load_components(root / "sd").unet, InflationSpec(heads=2, max_frames=24))
+    tiny.randomize(unet, 3, 0.02)  # motion modules no longer identity
+    save_motion_adapter(unet, root / "motion")
+    return root / "sd", root / "motion", unet
+
+
+def test_motion_adapter_round_trips(model_and_motion):
+    sd, motion, unet = model_and_motion
+    loaded = load_motion_adapter(load_components(sd).unet, motion)
+    mine = {k: v for k, v in unet.state_dict().items() if ".motion_modules." in k}
+    theirs = loaded.state_dict()
+    assert all(torch.equal(v, theirs[k]) for k, v in mine.items())
+
+
+def test_diffusers_reads_our_motion_adapter(model_and_motion):
+    from diffusers import MotionAdapter
+
+    _, motion, unet = model_and_motion
+    adapter = MotionAdapter.from_pretrained(str(motion))
+    ours = {k: v for k, v in unet.state_dict().items() if ".motion_modules." in k}
+    theirs = {k: v for k, v in adapter.state_dict().items() if not k.endswith(".pe")}
+    assert ours.keys() == theirs.keys()
+
+
+def test_one_frame_clip_equals_the_image_pipeline_at_init(model_and_motion, tmp_path):
+    sd, _, _ = model_and_motion
+    components = load_components(sd)
+    components.unet = inflate(components.unet, InflationSpec(heads=2))
+    video = VideoPipeline(components, precision="fp32")
+    image = load_pipeline(sd, precision="fp32")
+    kw = dict(steps=3, seed=4, height=32, width=32)
+    clip = video("a red circle", frames=1, **kw)
+    assert clip.shape == (1, 1, 32, 32, 3)
+    assert np.array_equal(clip[:, 0], image("a red circle", **kw))
+
+
+def test_clip_generation_has_frames(model_and_motion):
+    sd, motion, _ = model_and_motion
+    pipe = VideoPipeline.from_pretrained(sd, precision="fp32", motion=motion)
+    clip = pipe("a red circle", frames=5, steps=2, seed=0, height=32, width=32)
+    assert clip.shape == (1, 5, 32, 32, 3) and clip.dtype == np.uint8
+
+
+def count_frames(path):
+    """(frames, width, height) of a written clip."""
+    if path.suffix == ".mp4":
+        import av
+
+        with av.open(str(path)) as container:
+            decoded = list(container.decode(video=0))
+        return len(decoded), decoded[0].width, decoded[0].height
+    with Image.open(path) as im:
+        return im.n_frames, im.width, im.height
+
+
+@pytest.mark.parametrize("name", ["clip.mp4", "clip.gif", "clip.webp", "frames"])
+def test_media_writers(tmp_path, name):
+    frames = np.random.default_rng(0).integers(0, 255, (6, 32, 48, 3), dtype=np.uint8)
+    out = tmp_path / name
+    write_video(out, frames, fps=8)
+    if name == "frames":
+        assert sorted(p.name for p in out.iterdir())[:2] == ["frame_0000.png", "frame_0001.png"]
+        assert np.array_equal(np.asarray(Image.open(out / "frame_0003.png")), frames[3])
+    else:
+        assert count_frames(out) == (6, 48, 32)
+    assert [p.name for p in tmp_path.iterdir()] == [name]  # no temporary left behind
+
+
+def test_mp4_is_h264_yuv420p(tmp_path):
+    import av
+
+    write_video(tmp_path / "c.mp4", np.zeros((4, 30, 30, 3), np.uint8), fps=8)  # odd-safe size
+    with av.open(str(tmp_path / "c.mp4")) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264" and stream.codec_context.pix_fmt == "yuv420p"
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--frames", "0"], "frames must be >= 1"),
+        (["--out", "clip.avi"], "extension must be one of"),
+        (["--fps", "0"], "fps must be >= 1"),
+        (["--out", "/proc/nope/clip.mp4"], "cannot write"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_writes_nothing(
+    model_and_motion, tmp_path, capsys, monkeypatch, flags, message
+):
+    sd, motion, _ = model_and_motion
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main(["a red circle", "--model", str(sd), "--motion", str(motion), *flags])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_writes_a_gif(model_and_motion, tmp_path, capsys):
+    sd, motion, _ = model_and_motion
+    out = tmp_path / "c.gif"
+    main(["a red circle", "--model", str(sd), "--motion", str(motion), "--frames", "4",
+          "--steps", "2", "--height", "32", "--width", "32", "--out", str(out)])  # fmt: skip
+    assert "wrote" in capsys.readouterr().out and out.is_file()
