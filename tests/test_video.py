@@ -123,3 +123,32 @@ def test_cli_writes_a_gif(model_and_motion, tmp_path, capsys):
     main(["a red circle", "--model", str(sd), "--motion", str(motion), "--frames", "4",
           "--steps", "2", "--height", "32", "--width", "32", "--out", str(out)])  # fmt: skip
     assert "wrote" in capsys.readouterr().out and out.is_file()
+
+
+def test_cli_needs_a_motion_module_when_none_ships(model_and_motion, tmp_path, capsys, monkeypatch):
+    sd, _, _ = model_and_motion
+    monkeypatch.setattr("spacetime.formats.load.default_model", lambda kind="image": None)
+    with pytest.raises(SystemExit) as e:
+        main(["a red circle", "--model", str(sd), "--out", str(tmp_path / "c.mp4")])
+    assert e.value.code == 2 and "--motion is required" in capsys.readouterr().err
+
+
+def test_motion_training_exports_a_loadable_adapter(tmp_path):
+    """Two steps of the motion task on world clips; only motion modules change."""
+    from spacetime.formats.load import default_model
+    from spacetime.train.config import make_config
+    from spacetime.train.loop import train
+    from spacetime.train.tasks import MotionTask
+
+    base = default_model("image")
+    if base is None:
+        pytest.skip("no default image model shipped")
+    cfg = make_config(dict(task="motion", base=str(base), steps=2, batch_size=2, frames=4,
+                           checkpoint_every=2, warmup=1))  # fmt: skip
+    task = MotionTask(cfg)
+    before = {k: v.clone() for k, v in task.base.unet.state_dict().items()}
+    out = train(cfg, task, tmp_path / "run", progress=False)
+    video = load_motion_adapter(load_components(base).unet, out / "motion")
+    after = video.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())  # spatial weights frozen
+    assert any(".motion_modules." in k for k in after)

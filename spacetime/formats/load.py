@@ -21,7 +21,8 @@ def default_model(kind: str = "image") -> Path | None:
     from importlib import resources
 
     folder = Path(str(resources.files("spacetime"))) / "assets" / f"default-{kind}"
-    return folder if (folder / "model_index.json").is_file() else None
+    marker = "model_index.json" if kind == "image" else "config.json"  # motion: a MotionAdapter
+    return folder if (folder / marker).is_file() else None
 
 
 def _looks_like_hub_id(spec: str) -> bool:

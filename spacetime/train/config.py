@@ -7,7 +7,7 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-TASKS = ("vae", "text2image")
+TASKS = ("vae", "text2image", "motion")
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,8 @@ class TrainConfig:
     kl_weight: float = 1e-6  # vae: KL(q(z|x) || N(0, I)) weight, small as in LDM
     caption_dropout: float = 0.1  # text2image: empty captions teach the unconditional model (CFG)
     vae: str = ""  # text2image: folder of the trained VAE (its vae/ component)
+    base: str = ""  # motion: the image model to inflate (a diffusers folder)
+    frames: int = 16  # motion: frames per training clip
     threads: int = 0  # torch intra-op threads per process; 0 = torch's default
 
     def __post_init__(self):
@@ -45,6 +47,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.task == "text2image" and not self.vae:
             raise ValueError("text2image training needs `vae:` (a trained VAE folder)")
+        if self.task == "motion" and not self.base:
+            raise ValueError("motion training needs `base:` (the image model to inflate)")
 
 
 def _coerce(name: str, value, kind):

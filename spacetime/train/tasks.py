@@ -183,4 +183,70 @@ class TextToImageTask:
                 "text_parameters": sum(p.numel() for p in module.text_model.parameters())}  # fmt: skip
 
 
-TASKS = {"vae": VAETask, "text2image": TextToImageTask}
+# -- motion (text to video) ------------------------------------------------------------------------
+
+
+class MotionLoss(DenoisingLoss):
+    """The same ε loss on clips; only the motion modules train (AnimateDiff: spatial frozen)."""
+
+    def forward(self, ids: Tensor, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        with torch.no_grad():
+            context = self.text_model(ids)
+        abar = self.alphas_cumprod[t].view(-1, *([1] * (x0.ndim - 1)))
+        x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+        # torch 2.13 on CPU segfaults in backward when the autograd graph first starts inside the
+        # frozen U-Net (at the first motion module); rooting it at the input avoids that.
+        x_t.requires_grad_(True)
+        return F.mse_loss(self.unet(x_t, t, context).float(), noise)
+
+
+class MotionTask:
+    """Motion modules on world clips, inflating a trained image model (`base:` folder)."""
+
+    def __init__(self, cfg: TrainConfig):
+        from spacetime.formats.load import load_components
+
+        self.cfg = cfg
+        self.base = load_components(cfg.base)
+        self.base.vae.eval()
+
+    def build(self) -> nn.Module:
+        from spacetime.models.inflate import InflationSpec, freeze_spatial, inflate
+
+        heads = self.base.unet.config.heads[0]
+        unet = inflate(self.base.unet, InflationSpec(heads=heads, max_frames=32))
+        freeze_spatial(unet)
+        text = self.base.text_encoder.model.requires_grad_(False)
+        return MotionLoss(unet, text, NoiseSchedule().alphas_cumprod.float())
+
+    @torch.no_grad()
+    def batch(self, step: int, rank: int, world_size: int) -> dict[str, Tensor]:
+        clips = world.sample_clips(
+            np.random.default_rng([self.cfg.seed, step]),
+            self.cfg.batch_size,
+            "train",
+            self.cfg.frames,
+        )
+        x = world.clips_to_tensor(world.render_clips(clips))
+        g = _generator(self.cfg, step)
+        captions = [c.caption() for c in clips]
+        drop = torch.rand(len(captions), generator=g) < self.cfg.caption_dropout
+        captions = ["" if d else c for c, d in zip(captions, drop.tolist(), strict=True)]
+        ids = self.base.text_encoder.tokenize(captions)
+        x0 = self.base.vae.encode(x, generator=g)  # (b, 4, t, h/8, w/8), frame by frame
+        t = torch.randint(0, 1000, (len(captions),), generator=g)
+        noise = torch.randn(x0.shape, generator=g)
+        batch = {"ids": ids, "x0": x0, "t": t, "noise": noise}
+        return {k: rank_slice(v, rank, world_size) for k, v in batch.items()}
+
+    def export(self, module: nn.Module, folder: Path) -> dict:
+        from spacetime.formats.motion import save_motion_adapter
+
+        save_motion_adapter(module.unet, folder / "motion")
+        trainable = sum(
+            p.numel() for n, p in module.unet.named_parameters() if ".motion_modules." in n
+        )
+        return {"motion_parameters": trainable}
+
+
+TASKS = {"vae": VAETask, "text2image": TextToImageTask, "motion": MotionTask}
