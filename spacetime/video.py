@@ -31,7 +31,8 @@ def parser() -> argparse.ArgumentParser:
         "--motion",
         type=Path,
         default=None,
-        help="motion module: a diffusers MotionAdapter folder (AnimateDiff); default: the shipped one",
+        help="motion module: a diffusers MotionAdapter folder or an original AnimateDiff file "
+        "(mm_sd_v15*.safetensors); default: the shipped one",
     )
     p.add_argument(
         "--out",

@@ -152,3 +152,32 @@ def test_motion_training_exports_a_loadable_adapter(tmp_path):
     after = video.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in before.items())  # spatial weights frozen
     assert any(".motion_modules." in k for k in after)
+
+
+@pytest.mark.parametrize("mid, positions, expected", [(True, 32, "v2"), (False, 24, "v1")])
+def test_original_animatediff_files_load_like_the_adapter(
+    model_and_motion, tmp_path, mid, positions, expected
+):
+    from safetensors.torch import save_file
+
+    from spacetime.formats import animatediff
+
+    sd, _, _ = model_and_motion
+    spec = InflationSpec(heads=8, max_frames=positions, mid_block_motion=mid)
+    unet = tiny.randomize(inflate(load_components(sd).unet, spec), 7, 0.02)
+    motion = {k: v for k, v in unet.state_dict().items() if ".motion_modules." in k}
+    original = animatediff.diffusers_to_original(motion, spec)
+    assert any(
+        k.endswith("temporal_transformer.transformer_blocks.0.attention_blocks.1.pos_encoder.pe")
+        for k in original
+    )
+    assert any(".norms.0." in k for k in original) and not any(".attn1." in k for k in original)
+    back, inferred = animatediff.original_to_diffusers(original)
+    assert back.keys() == motion.keys() and all(torch.equal(back[k], motion[k]) for k in motion)
+    assert (inferred.max_frames, inferred.mid_block_motion) == (positions, mid)
+    assert animatediff.version(inferred) == expected
+    # Through the loader (AnimateDiff uses 8 heads; this tiny test model's channels allow it)
+    save_file(original, str(tmp_path / "mm.safetensors"))
+    loaded = load_motion_adapter(load_components(sd).unet, tmp_path / "mm.safetensors")
+    assert loaded.inflation.heads == 8
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in motion.items())

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from spacetime.errors import CheckpointError
-from spacetime.formats.weights import load_into, read_component, read_json
+from spacetime.formats.weights import load_into, read_component, read_json, read_weights
 from spacetime.models.inflate import InflationSpec, inflate
 from spacetime.models.unet import UNet2DCondition
 
@@ -36,19 +36,26 @@ def spec_from_adapter_config(cfg: dict) -> InflationSpec:
 
 
 def load_motion_adapter(unet: UNet2DCondition, path: str | os.PathLike) -> UNet2DCondition:
-    """`unet` inflated with the motion modules stored in a MotionAdapter folder."""
+    """`unet` inflated with the motion modules of a MotionAdapter folder or an original
+    AnimateDiff file (mm_sd_v15*.safetensors / .ckpt)."""
     folder = Path(path)
-    if not folder.is_dir():
+    if folder.is_file():
+        from spacetime.formats import animatediff
+
+        sd = read_weights(folder)
+        if not animatediff.is_original_motion_module(sd):
+            raise CheckpointError(f"{folder} is not an AnimateDiff motion module")
+        motion, spec = animatediff.original_to_diffusers(sd)
+    elif folder.is_dir():
+        spec = spec_from_adapter_config(read_json(folder / "config.json"))
+        motion = read_component(folder, "diffusion_pytorch_model")
+    else:
         raise CheckpointError(
-            f"motion module not found: expected a MotionAdapter folder at {folder}"
+            f"motion module not found: expected a MotionAdapter folder or an AnimateDiff file at "
+            f"{folder}"
         )
-    spec = spec_from_adapter_config(read_json(folder / "config.json"))
     video = inflate(unet, spec)
-    motion = {
-        k: v
-        for k, v in read_component(folder, "diffusion_pytorch_model").items()
-        if not k.endswith(".pe")
-    }
+    motion = {k: v for k, v in motion.items() if not k.endswith(".pe")}
     # The adapter holds only temporal weights: complete them with the spatial ones already loaded.
     spatial = {k: v for k, v in video.state_dict().items() if ".motion_modules." not in k}
     dtype = next(unet.parameters()).dtype

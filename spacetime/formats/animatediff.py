@@ -1,0 +1,83 @@
+"""AnimateDiff motion modules in the original single-file layout (guoyww/AnimateDiff `mm_sd_v15*`).
+
+Original keys nest each module as `…motion_modules.j.temporal_transformer.*` with
+`attention_blocks.{0,1}`, `norms.{0,1}`, `ff_norm` and a stored `pos_encoder.pe`; diffusers'
+MotionAdapter (and spacetime) drop the nesting, rename to attn1/attn2/norm1/norm2/norm3 and rebuild
+the position codes. v1 files know 24 frame positions and have no mid-block module; v2 files know 32
+and have one.
+"""
+
+from __future__ import annotations
+
+import re
+
+from torch import Tensor
+
+from spacetime.errors import CheckpointError
+from spacetime.models.inflate import InflationSpec
+
+# (original, diffusers) fragments, applied in order after `temporal_transformer.` is removed.
+_RENAMES = (
+    (".attention_blocks.0.", ".attn1."),
+    (".attention_blocks.1.", ".attn2."),
+    (".norms.0.", ".norm1."),
+    (".norms.1.", ".norm2."),
+    (".ff_norm.", ".norm3."),
+)
+_NEST = ".temporal_transformer."
+
+
+def is_original_motion_module(sd: dict[str, Tensor]) -> bool:
+    return any(_NEST in k for k in sd)
+
+
+def original_to_diffusers(sd: dict[str, Tensor]) -> tuple[dict[str, Tensor], InflationSpec]:
+    """Rename an original motion-module state dict to diffusers keys; infer its InflationSpec."""
+    out: dict[str, Tensor] = {}
+    positions = None
+    for key, value in sd.items():
+        if _NEST not in key:
+            raise CheckpointError(f"not an AnimateDiff motion-module key: {key}")
+        if key.endswith("pos_encoder.pe"):
+            positions = value.shape[1]  # (1, max_frames, channels): a pure function, rebuilt
+            continue
+        new = key.replace(_NEST, ".")
+        for old, rep in _RENAMES:
+            new = new.replace(old, rep)
+        out[new] = value
+    if positions is None:
+        raise CheckpointError("motion module has no pos_encoder.pe, so its frame count is unknown")
+    mid = any(k.startswith("mid_block.") for k in out)
+    layers = {int(m.group(1)) for k in out if (m := re.search(r"\.transformer_blocks\.(\d+)\.", k))}
+    # AnimateDiff's modules all use 8 heads (its config: num_attention_heads=8).
+    spec = InflationSpec(heads=8, layers=len(layers), max_frames=positions, mid_block_motion=mid)
+    return out, spec
+
+
+def version(spec: InflationSpec) -> str:
+    """'v1' (24 positions, no mid block) or 'v2' (32 positions and a mid-block module)."""
+    return "v1" if spec.max_frames == 24 and not spec.mid_block_motion else "v2"
+
+
+def _to_original(key: str) -> str:
+    head, sep, tail = key.partition(".motion_modules.")
+    index, _, rest = tail.partition(".")
+    new = f"{head}{sep}{index}{_NEST}{rest}"
+    for old, rep in _RENAMES:
+        new = new.replace(rep, old)
+    return new
+
+
+def diffusers_to_original(sd: dict[str, Tensor], spec: InflationSpec) -> dict[str, Tensor]:
+    """The inverse, with the stored position codes the original files carry."""
+    from spacetime.models.layers import SinusoidalPositions
+
+    out: dict[str, Tensor] = {}
+    for key, value in sd.items():
+        out[_to_original(key)] = value
+        attn = re.match(r"(.*)\.attn([12])\.to_q\.weight$", key)
+        if attn:  # each original attention block stores its own copy of the position codes
+            block = _to_original(attn.group(1) + ".x").removesuffix(".x")
+            pe = SinusoidalPositions(value.shape[1], spec.max_frames).pe
+            out[f"{block}.attention_blocks.{int(attn.group(2)) - 1}.pos_encoder.pe"] = pe
+    return out
