@@ -44,6 +44,35 @@ def add_sampling_flags(parser: argparse.ArgumentParser, steps: int = 20) -> None
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
 
 
+def sampling_options(args: argparse.Namespace, **extra) -> dict:
+    """GenerationRequest fields from the shared flags; validated before the model loads, so bad
+    input fails in a fraction of a second."""
+    from spacetime.pipelines.diffusion import GenerationRequest
+
+    options = dict(
+        steps=args.steps, guidance=args.guidance, scheduler=args.scheduler, karras=args.karras,
+        eta=args.eta, seed=args.seed, **extra,
+    )  # fmt: skip
+    GenerationRequest(
+        (args.prompt,), (), height=args.height or 512, width=args.width or 512, **options
+    )
+    return options
+
+
+def base_model(args: argparse.Namespace):
+    """--model, or the image model shipped in the package."""
+    from spacetime.errors import SpacetimeError
+    from spacetime.formats.load import default_model
+
+    model = args.model or default_model("image")
+    if model is None:
+        raise SpacetimeError(
+            "--model is required (this install has no default model): give a diffusers "
+            "folder, a .safetensors/.ckpt file or a hub id"
+        )
+    return model
+
+
 def run(main: Callable[[], None]) -> None:
     """Run a CLI body; user errors become one line on stderr and exit code 2."""
     from spacetime.errors import SpacetimeError

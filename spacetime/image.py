@@ -7,10 +7,12 @@ from pathlib import Path
 
 from spacetime.cli import (
     add_sampling_flags,
+    base_model,
     fast_exit,
     pick_device,
     progress_bar,
     run,
+    sampling_options,
     warn_unknown_words,
 )
 
@@ -36,29 +38,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
 
     def body() -> None:
-        from spacetime.errors import SpacetimeError
         from spacetime.media import IMAGE_SUFFIXES, check_writable, numbered, write_image
-        from spacetime.pipelines.diffusion import GenerationRequest
 
         check_writable(args.out, IMAGE_SUFFIXES)
-        options = dict(
-            steps=args.steps, guidance=args.guidance, scheduler=args.scheduler,
-            karras=args.karras, eta=args.eta, seed=args.seed, num_images=args.num_images,
-            clip_skip=args.clip_skip,
-        )  # fmt: skip
-        # Validate everything we can before paying for the model load.
-        GenerationRequest(
-            (args.prompt,), (), height=args.height or 512, width=args.width or 512, **options
-        )
-        from spacetime.formats.load import default_model
+        options = sampling_options(args, num_images=args.num_images, clip_skip=args.clip_skip)
         from spacetime.pipelines.image import ImagePipeline
 
-        model = args.model or default_model("image")
-        if model is None:
-            raise SpacetimeError(
-                "--model is required (this install has no default model): give a diffusers "
-                "folder, a .safetensors/.ckpt file or a hub id"
-            )
+        model = base_model(args)
         pipe = ImagePipeline.from_pretrained(model, pick_device(args.device), args.precision)
         warn_unknown_words(pipe, args.prompt, args.negative_prompt)
         images = pipe(

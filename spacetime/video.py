@@ -7,10 +7,12 @@ from pathlib import Path
 
 from spacetime.cli import (
     add_sampling_flags,
+    base_model,
     fast_exit,
     pick_device,
     progress_bar,
     run,
+    sampling_options,
     warn_unknown_words,
 )
 
@@ -50,37 +52,27 @@ def main(argv: list[str] | None = None) -> None:
         from spacetime.errors import SpacetimeError
         from spacetime.formats.load import default_model
         from spacetime.media import check_video_target, write_video
-        from spacetime.pipelines.diffusion import GenerationRequest
 
         check_video_target(args.out)
         if args.fps < 1:
             raise SpacetimeError(f"fps must be >= 1, got {args.fps}")
-        options = dict(
-            steps=args.steps, guidance=args.guidance, scheduler=args.scheduler,
-            karras=args.karras, eta=args.eta, seed=args.seed,
-        )  # fmt: skip
-        GenerationRequest(
-            (args.prompt,), (), height=args.height or 512, width=args.width or 512,
-            frames=args.frames, **options,
-        )  # fmt: skip
+        options = sampling_options(args, frames=args.frames)
         from spacetime.pipelines.video import VideoPipeline
 
-        model = args.model or default_model("image")
+        model = base_model(args)
         motion = args.motion or default_model("motion")
-        if model is None:
-            raise SpacetimeError("--model is required (this install has no default model)")
         if motion is None and args.frames > 1:
             raise SpacetimeError(
                 "--motion is required (this install has no default motion module): give a "
-                "diffusers MotionAdapter folder"
+                "diffusers MotionAdapter folder or an AnimateDiff file"
             )
         pipe = VideoPipeline.from_pretrained(
             model, pick_device(args.device), args.precision, motion
         )
         warn_unknown_words(pipe, args.prompt, args.negative_prompt)
         clip = pipe(
-            args.prompt, args.negative_prompt, frames=args.frames, height=args.height,
-            width=args.width, progress=progress_bar("sampling"), **options,
+            args.prompt, args.negative_prompt, height=args.height, width=args.width,
+            progress=progress_bar("sampling"), **options,
         )[0]  # fmt: skip
         write_video(args.out, clip, args.fps)
         print(
