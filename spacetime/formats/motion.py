@@ -8,6 +8,7 @@ from pathlib import Path
 from spacetime.errors import CheckpointError
 from spacetime.formats.weights import load_into, read_component, read_json, read_weights
 from spacetime.models.inflate import InflationSpec, inflate
+from spacetime.models.text import TextEncoder
 from spacetime.models.unet import UNet2DCondition
 
 
@@ -61,6 +62,21 @@ def load_motion_adapter(unet: UNet2DCondition, path: str | os.PathLike) -> UNet2
     dtype = next(unet.parameters()).dtype
     return load_into(
         video, {**spatial, **{k: v.to(dtype) for k, v in motion.items()}}, f"motion module {folder}"
+    )
+
+
+def load_motion_text_encoder(path: str | os.PathLike, tokenizer) -> TextEncoder | None:
+    """The text encoder a motion package was trained with (its `text_encoder/`), if it has one.
+
+    spacetime's own motion stage fine-tunes the small world text encoder so that it learns the
+    motion words; AnimateDiff and diffusers adapters have none and keep the base model's."""
+    folder = Path(path) / "text_encoder"
+    if not folder.is_dir():
+        return None
+    from spacetime.formats.diffusers import build_text_encoder
+
+    return build_text_encoder(
+        read_json(folder / "config.json"), read_component(folder, "model"), tokenizer
     )
 
 

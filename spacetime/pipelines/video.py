@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from spacetime.formats.load import load_components
-from spacetime.formats.motion import load_motion_adapter
+from spacetime.formats.motion import load_motion_adapter, load_motion_text_encoder
 from spacetime.pipelines.image import ImagePipeline
 
 
@@ -28,6 +28,9 @@ class VideoPipeline(ImagePipeline):
         components = load_components(model)
         if motion is not None:
             components.unet = load_motion_adapter(components.unet, motion)
+            text = load_motion_text_encoder(motion, components.text_encoder.tokenizer)
+            if text is not None:
+                components.text_encoder = text
         return cls(components, device, precision)
 
     def __call__(

@@ -14,7 +14,7 @@ TASKS = ("vae", "text2image", "motion")
 class TrainConfig:
     """Everything a training run depends on; the same config and seed give the same weights."""
 
-    task: str = "vae"  # vae | text2image
+    task: str = "vae"  # vae | text2image | motion
     preset: str = "world"  # model sizes, see spacetime/models/presets.py
     steps: int = 1000
     batch_size: int = 32  # global batch, split evenly across processes
@@ -33,6 +33,7 @@ class TrainConfig:
     vae: str = ""  # text2image: folder of the trained VAE (its vae/ component)
     base: str = ""  # motion: the image model to inflate (a diffusers folder)
     frames: int = 16  # motion: frames per training clip
+    train_text: bool = False  # motion: also fine-tune the text encoder (to learn motion words)
     threads: int = 0  # torch intra-op threads per process; 0 = torch's default
 
     def __post_init__(self):

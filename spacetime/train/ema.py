@@ -35,7 +35,9 @@ class EMA:
 
     def load_state_dict(self, state: dict) -> None:
         self.updates = int(state["updates"])
-        self.shadow = {k: v.clone() for k, v in state["shadow"].items()}
+        # Checkpoints load onto the CPU: keep each average on the device it trains on.
+        for k, v in state["shadow"].items():
+            self.shadow[k].copy_(v)
 
 
 class Counter:

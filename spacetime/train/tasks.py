@@ -187,10 +187,12 @@ class TextToImageTask:
 
 
 class MotionLoss(DenoisingLoss):
-    """The same ε loss on clips; only the motion modules train (AnimateDiff: spatial frozen)."""
+    """The same ε loss on clips; the motion modules train, the spatial U-Net stays frozen
+    (AnimateDiff), and the text encoder trains only when it is unfrozen."""
 
     def forward(self, ids: Tensor, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
-        with torch.no_grad():
+        trains_text = any(p.requires_grad for p in self.text_model.parameters())
+        with torch.set_grad_enabled(trains_text and torch.is_grad_enabled()):
             context = self.text_model(ids)
         abar = self.alphas_cumprod[t].view(-1, *([1] * (x0.ndim - 1)))
         x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
@@ -216,7 +218,9 @@ class MotionTask:
         heads = self.base.unet.config.heads[0]
         unet = inflate(self.base.unet, InflationSpec(heads=heads, max_frames=32))
         freeze_spatial(unet)
-        text = self.base.text_encoder.model.requires_grad_(False)
+        # CLIP learned "moving left" from the web; our small text encoder only ever saw still-scene
+        # captions, so motion words carry nothing until the motion stage teaches it (train_text).
+        text = self.base.text_encoder.model.requires_grad_(self.cfg.train_text)
         return MotionLoss(unet, text, NoiseSchedule().alphas_cumprod.float())
 
     @torch.no_grad()
@@ -246,6 +250,14 @@ class MotionTask:
         trainable = sum(
             p.numel() for n, p in module.unet.named_parameters() if ".motion_modules." in n
         )
+        if self.cfg.train_text:  # the motion package carries the text encoder it was trained with
+            text = module.text_model.float().eval()
+            save_component(
+                folder / "motion" / "text_encoder",
+                text.config.to_dict(),
+                text.state_dict(),
+                "model",
+            )
         return {"motion_parameters": trainable}
 
 
