@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -34,10 +35,11 @@ def numbered(path: Path, count: int) -> list[Path]:
     return [path.with_name(f"{path.stem}-{i}{path.suffix}") for i in range(count)]
 
 
-def write_image(path: Path, pixels: np.ndarray) -> None:
+def write_image(path: str | os.PathLike, pixels: np.ndarray) -> None:
     """uint8 (h, w, 3) → an image file, via a temporary sibling renamed into place."""
     from PIL import Image
 
+    path = Path(path)
     fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}[path.suffix.lower()]
     atomic_write(path, lambda tmp: Image.fromarray(pixels).save(tmp, format=fmt))
 
@@ -45,8 +47,9 @@ def write_image(path: Path, pixels: np.ndarray) -> None:
 VIDEO_SUFFIXES = (".mp4", ".gif", ".webp")
 
 
-def check_video_target(path: Path) -> None:
+def check_video_target(path: str | os.PathLike) -> None:
     """Fail before any work: a known extension (or a folder for PNG frames) in a writable place."""
+    path = Path(path)
     if path.suffix == "" or path.is_dir():
         check_writable(path / "frame_0000.png", (".png",))
         if path.exists() and any(path.iterdir()):
@@ -55,9 +58,10 @@ def check_video_target(path: Path) -> None:
     check_writable(path, VIDEO_SUFFIXES)
 
 
-def write_video(path: Path, frames: np.ndarray, fps: int) -> None:
+def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int) -> None:
     """uint8 (t, h, w, 3) → .mp4 (H.264, yuv420p: plays in browsers), .gif, .webp, or a folder of
     frame_0000.png …; written beside the destination and renamed, so nothing is half-written."""
+    path = Path(path)
     if fps < 1:
         raise SpacetimeError(f"fps must be >= 1, got {fps}")
     suffix = path.suffix.lower()

@@ -32,3 +32,17 @@ def test_convert_checkpoint_example_round_trips(tmp_path):
     run("examples/convert_checkpoint.py", tmp_path / "sd", tmp_path / "one.safetensors")
     run("examples/convert_checkpoint.py", tmp_path / "one.safetensors", tmp_path / "back")
     assert (tmp_path / "back" / "model_index.json").is_file()
+
+
+def test_text_to_video_example(tmp_path):
+    from spacetime.formats.load import load_components
+    from spacetime.formats.motion import save_motion_adapter
+    from spacetime.models.inflate import InflationSpec, inflate
+
+    tiny.sd_pipeline(tmp_path / "sd")
+    unet = inflate(load_components(tmp_path / "sd").unet, InflationSpec(heads=2))
+    save_motion_adapter(unet, tmp_path / "motion")
+    out = tmp_path / "clip.gif"
+    args = ["--model", tmp_path / "sd", "--motion", tmp_path / "motion", "--steps", "2"]
+    run("examples/text_to_video.py", "a red circle", out, *args, "--frames", "3")
+    assert Image.open(out).n_frames == 3

@@ -133,8 +133,10 @@ def test_cli_needs_a_motion_module_when_none_ships(model_and_motion, tmp_path, c
     assert e.value.code == 2 and "--motion is required" in capsys.readouterr().err
 
 
-def test_motion_training_exports_a_loadable_adapter(tmp_path):
-    """Two steps of the motion task on world clips; only motion modules change."""
+@pytest.mark.parametrize("train_text", [False, True])
+def test_motion_training_exports_a_loadable_adapter(tmp_path, train_text):
+    """Two steps of the motion task on world clips; only motion modules (and, when asked, the text
+    encoder, which then ships with the adapter and replaces the base one) change."""
     from spacetime.formats.load import default_model
     from spacetime.train.config import make_config
     from spacetime.train.loop import train
@@ -144,7 +146,7 @@ def test_motion_training_exports_a_loadable_adapter(tmp_path):
     if base is None:
         pytest.skip("no default image model shipped")
     cfg = make_config(dict(task="motion", base=str(base), steps=2, batch_size=2, frames=4,
-                           checkpoint_every=2, warmup=1))  # fmt: skip
+                           checkpoint_every=2, warmup=1, train_text=train_text))  # fmt: skip
     task = MotionTask(cfg)
     before = {k: v.clone() for k, v in task.base.unet.state_dict().items()}
     out = train(cfg, task, tmp_path / "run", progress=False)
@@ -152,6 +154,11 @@ def test_motion_training_exports_a_loadable_adapter(tmp_path):
     after = video.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in before.items())  # spatial weights frozen
     assert any(".motion_modules." in k for k in after)
+    assert (out / "motion" / "text_encoder").is_dir() == train_text
+    pipe = VideoPipeline.from_pretrained(base, precision="fp32", motion=out / "motion")
+    text = pipe.components.text_encoder.model.state_dict()
+    base_text = load_components(base).text_encoder.model.state_dict()
+    assert train_text != all(torch.equal(v, text[k]) for k, v in base_text.items())
 
 
 @pytest.mark.parametrize("mid, positions, expected", [(True, 32, "v2"), (False, 24, "v1")])
