@@ -5,13 +5,22 @@ import tiny
 import torch
 
 from spacetime.formats.diffusers import build_unet
-from spacetime.models.inflate import InflationSpec, freeze_spatial, inflate
+from spacetime.models.inflate import InflationSpec, freeze_spatial, inflate, is_temporal
 from spacetime.models.unet import UNetConfig
 
 SPECS = {
     "animatediff": InflationSpec(heads=2),
     "modelscope-conv": InflationSpec(motion_modules=False, temporal_convs=True),
     "both": InflationSpec(heads=4, temporal_convs=True, layers=2),
+    "modelscope": InflationSpec.modelscope(head_dim=8),
+    "everything": InflationSpec(
+        heads=4,
+        temporal_convs=True,
+        temporal_attentions=True,
+        transformer_in=True,
+        head_dim=16,
+        layers=2,
+    ),
 }
 
 
@@ -37,20 +46,29 @@ def test_inflated_equals_parent_frame_by_frame_at_init(spec, config):
 
 def test_inflation_adds_layers_and_keeps_every_spatial_key():
     parent = unet2d("sd1")
-    video = inflate(parent, SPECS["both"])
+    video = inflate(parent, SPECS["everything"])
     spatial, everything = set(parent.state_dict()), set(video.state_dict())
     assert spatial < everything
     added = everything - spatial
-    assert added and all(".motion_modules." in k or ".temp_convs." in k for k in added)
-    assert not any("motion_modules" in k for k in parent.state_dict())  # the parent is untouched
+    assert added and all(is_temporal(k) for k in added)
+    assert not any(is_temporal(k) for k in spatial)
+    assert parent.transformer_in is None  # the parent is untouched
+    assert not any(b.motion_modules or b.temp_attentions for b in parent.down_blocks)
     # AnimateDiff placement: one per resnet in down/up blocks (2 down, 3 up here), one in the mid block
     assert len(video.down_blocks[0].motion_modules) == 2
     assert len(video.up_blocks[0].motion_modules) == 3
     assert len(video.mid_block.motion_modules) == 1
+    # ModelScope placement: one per spatial attention (sd1: attention in the first level only and
+    # the mid block), transformer_in after conv_in: `heads` heads of head_dim each
+    assert [len(b.temp_attentions) for b in video.down_blocks] == [2, 0]
+    assert [len(b.temp_attentions) for b in video.up_blocks] == [0, 3]
+    assert len(video.mid_block.temp_attentions) == 1
+    assert video.transformer_in.proj_in.weight.shape == (4 * 16, 32)
 
 
-def test_temporal_layers_mix_frames_once_trained():
-    video = inflate(unet2d("sd1"), SPECS["both"])
+@pytest.mark.parametrize("spec", ["both", "modelscope"])
+def test_temporal_layers_mix_frames_once_trained(spec):
+    video = inflate(unet2d("sd1"), SPECS[spec])
     trainable = freeze_spatial(video)
     assert trainable and all(p.requires_grad for p in trainable)
     assert not video.conv_in.weight.requires_grad

@@ -15,6 +15,7 @@ from pathlib import Path
 from torch import Tensor
 
 from spacetime.errors import CheckpointError
+from spacetime.formats import modelscope
 from spacetime.formats.clip_tokenizer import Tokenizer
 from spacetime.formats.weights import build_empty, load_into, read_component, read_json
 from spacetime.models.clip import CLIPTextConfig, CLIPTextModel
@@ -43,6 +44,20 @@ def _config(cls, folder: Path):
 
 def build_unet(cfg: UNetConfig, sd: dict[str, Tensor]) -> UNet2DCondition:
     return load_into(build_empty(lambda: UNet2DCondition(cfg)), sd, "unet")
+
+
+def load_unet(folder: Path) -> UNet2DCondition:
+    """A `unet/` folder: an image U-Net, or a ModelScope `UNet3DConditionModel` (loaded inflated)."""
+    config = read_json(folder / "config.json")
+    try:
+        if modelscope.is_unet3d(config):
+            cfg, spec = modelscope.configs_from_unet3d(config)
+        else:
+            cfg, spec = UNetConfig.from_diffusers(config), None
+    except ValueError as e:
+        raise CheckpointError(f"{folder / 'config.json'}: {e}") from None
+    sd = read_component(folder, "diffusion_pytorch_model")
+    return build_unet(cfg, sd) if spec is None else modelscope.build_unet3d(cfg, spec, sd)
 
 
 def build_vae(cfg: VAEConfig, sd: dict[str, Tensor]) -> AutoencoderKL:
@@ -78,14 +93,13 @@ def load_tokenizer(folder: Path) -> Tokenizer:
 
 
 def load_diffusers(root: Path) -> Components:
-    """Load a diffusers-layout Stable Diffusion folder."""
+    """Load a diffusers-layout Stable Diffusion folder, or a ModelScope text-to-video one
+    (`TextToVideoSDPipeline`: the same parts with a `UNet3DConditionModel`)."""
     index = read_json(root / "model_index.json")
     for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
         if part not in index or not (root / part).is_dir():
             raise CheckpointError(f"{root} lacks the {part}/ component that model_index.json needs")
-    unet = build_unet(
-        _config(UNetConfig, root / "unet"), read_component(root / "unet", "diffusion_pytorch_model")
-    )
+    unet = load_unet(root / "unet")
     vae = build_vae(
         _config(VAEConfig, root / "vae"), read_component(root / "vae", "diffusion_pytorch_model")
     )
@@ -125,12 +139,10 @@ def save_diffusers(components: Components, root: Path, overwrite: bool = False) 
     tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}."))
     try:
         c = components
-        save_component(
-            tmp / "unet",
-            c.unet.config.to_diffusers(),
-            c.unet.state_dict(),
-            "diffusion_pytorch_model",
-        )
+        # A ModelScope-inflated U-Net saves as diffusers' 3D U-Net in a text-to-video pipeline.
+        video = modelscope.is_modelscope(c.unet)
+        unet_config = modelscope.unet3d_config(c.unet) if video else c.unet.config.to_diffusers()
+        save_component(tmp / "unet", unet_config, c.unet.state_dict(), "diffusion_pytorch_model")
         save_component(
             tmp / "vae", c.vae.config.to_diffusers(), c.vae.state_dict(), "diffusion_pytorch_model"
         )
@@ -144,17 +156,19 @@ def save_diffusers(components: Components, root: Path, overwrite: bool = False) 
             json.dumps(c.schedule.to_diffusers_config(), indent=2) + "\n"
         )
         index = {
-            "_class_name": "StableDiffusionPipeline",
+            "_class_name": modelscope.PIPELINE_CLASS_NAME if video else "StableDiffusionPipeline",
             "_diffusers_version": "0.30.0",
-            "unet": ["diffusers", "UNet2DConditionModel"],
+            "unet": ["diffusers", unet_config["_class_name"]],
             "vae": ["diffusers", "AutoencoderKL"],
             "text_encoder": ["transformers", "CLIPTextModel"],
             "tokenizer": ["transformers", "CLIPTokenizer"],
             "scheduler": ["diffusers", c.schedule.to_diffusers_config()["_class_name"]],
-            "safety_checker": [None, None],
-            "feature_extractor": [None, None],
-            "requires_safety_checker": False,
         }
+        if not video:  # TextToVideoSDPipeline has no safety checker
+            index.update(
+                safety_checker=[None, None], feature_extractor=[None, None],
+                requires_safety_checker=False,
+            )  # fmt: skip
         (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
         if root.exists():
             shutil.rmtree(root)

@@ -69,7 +69,8 @@ def resolve(spec: str | os.PathLike) -> Path:
 
 
 def load_components(spec: str | os.PathLike) -> Components:
-    """Load a Stable-Diffusion-family model from a diffusers folder, single file, or hub id."""
+    """Load a Stable-Diffusion-family model from a diffusers folder, single file, or hub id; a
+    ModelScope text-to-video folder loads with its U-Net already inflated."""
     path = resolve(spec)
     if path.is_dir():
         if not (path / "model_index.json").is_file():

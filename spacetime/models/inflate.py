@@ -15,6 +15,9 @@ from torch import nn
 from spacetime.models.temporal import TemporalConv, TemporalTransformer
 from spacetime.models.unet import UNet2DCondition
 
+# Parameter-name fragments of the layers `inflate` adds (diffusers' names).
+TEMPORAL_KEYS = (".temp_convs.", ".temp_attentions.", ".motion_modules.", "transformer_in.")
+
 
 @dataclass(frozen=True)
 class InflationSpec:
@@ -23,13 +26,34 @@ class InflationSpec:
     motion_modules: bool = True  # AnimateDiff: temporal attention after each resnet+attention pair
     mid_block_motion: bool = True  # AnimateDiff v2+: one in the mid block too
     temporal_convs: bool = False  # ModelScope / Make-A-Video: temporal conv after each resnet
-    heads: int = 8
-    layers: int = 1  # transformer blocks per motion module
+    temporal_attentions: bool = False  # ModelScope: temporal attention after each spatial one
+    transformer_in: bool = False  # ModelScope: temporal attention right after conv_in
+    heads: int = 8  # head count of motion modules and of transformer_in (ModelScope: 8)
+    # ModelScope sizes attention by head width: temporal attentions get channels // head_dim heads,
+    # transformer_in is heads · head_dim wide.
+    head_dim: int = 64
+    layers: int = 1  # transformer blocks per motion module / temporal attention
     max_frames: int = 32  # frame positions the motion modules know (24 in AnimateDiff v1)
 
     def __post_init__(self):
-        if not (self.motion_modules or self.temporal_convs):
-            raise ValueError("InflationSpec adds nothing: enable motion_modules or temporal_convs")
+        if not (
+            self.motion_modules
+            or self.temporal_convs
+            or self.temporal_attentions
+            or self.transformer_in
+        ):
+            raise ValueError(
+                "InflationSpec adds nothing: enable motion_modules, temporal_convs, "
+                "temporal_attentions or transformer_in"
+            )
+
+    @classmethod
+    def modelscope(cls, head_dim: int = 64) -> InflationSpec:
+        """ModelScope T2V's layout (diffusers' `UNet3DConditionModel`)."""
+        return cls(
+            motion_modules=False, temporal_convs=True, temporal_attentions=True,
+            transformer_in=True, heads=8, head_dim=head_dim,
+        )  # fmt: skip
 
 
 def inflate(unet: UNet2DCondition, spec: InflationSpec = InflationSpec()) -> UNet2DCondition:
@@ -47,21 +71,40 @@ def inflate(unet: UNet2DCondition, spec: InflationSpec = InflationSpec()) -> UNe
             block.temp_convs = nn.ModuleList(
                 TemporalConv(channels, groups) for _ in block.resnets
             ).to(device)
+        if spec.temporal_attentions and block.attentions:
+            if channels % spec.head_dim:
+                raise ValueError(f"{channels} channels do not split into heads of {spec.head_dim}")
+            block.temp_attentions = nn.ModuleList(
+                TemporalTransformer(
+                    channels, channels // spec.head_dim, groups, spec.layers, max_frames=None
+                )
+                for _ in block.attentions
+            ).to(device)
         if spec.motion_modules and (not mid or spec.mid_block_motion):
             count = len(block.attentions) if mid else len(block.resnets)
             block.motion_modules = nn.ModuleList(
                 TemporalTransformer(channels, spec.heads, groups, spec.layers, spec.max_frames)
                 for _ in range(count)
             ).to(device)
+    if spec.transformer_in:
+        video.transformer_in = TemporalTransformer(
+            unet.config.block_out_channels[0], spec.heads, groups, spec.layers,
+            max_frames=None, head_dim=spec.head_dim,
+        ).to(device)  # fmt: skip
     video.inflation = spec
     return video
+
+
+def is_temporal(name: str) -> bool:
+    """Whether a parameter name belongs to a layer `inflate` adds."""
+    return any(key in name for key in TEMPORAL_KEYS)
 
 
 def freeze_spatial(unet: UNet2DCondition) -> list[nn.Parameter]:
     """Freeze every parameter but the temporal layers' (motion training); returns the trainable."""
     trainable = []
     for name, p in unet.named_parameters():
-        temporal = ".temp_convs." in name or ".motion_modules." in name
+        temporal = is_temporal(name)
         p.requires_grad_(temporal)
         if temporal:
             trainable.append(p)

@@ -14,26 +14,39 @@ from spacetime.models.layers import TransformerBlock
 
 
 class TemporalTransformer(nn.Module):
-    """AnimateDiff's motion module (Guo et al. 2023): self-attention over frames at every pixel,
-    sinusoidal frame positions, zero-initialised output projection. Keys as diffusers'
-    `AnimateDiffTransformer3D`; its GroupNorm spans all frames, as diffusers' does."""
+    """Self-attention over frames at every pixel, with a zero-initialised output projection.
+
+    Two layouts share it. AnimateDiff's motion module (Guo et al. 2023; diffusers'
+    `AnimateDiffTransformer3D`) adds sinusoidal frame positions. ModelScope's temporal attention
+    (Wang et al. 2023; diffusers' `TransformerTemporalModel`, as `temp_attentions` and
+    `transformer_in`) has none (`max_frames=None`) and may run wider than its input
+    (`heads · head_dim ≠ channels`). In both the block's second attention attends to the frames
+    again, not to text; the GroupNorm spans all frames, as diffusers' does.
+    """
 
     def __init__(
-        self, channels: int, heads: int, groups: int = 32, layers: int = 1, max_frames: int = 32
+        self,
+        channels: int,
+        heads: int,
+        groups: int = 32,
+        layers: int = 1,
+        max_frames: int | None = 32,
+        head_dim: int | None = None,
     ):
         super().__init__()
+        inner = heads * (head_dim or channels // heads)
         self.norm = nn.GroupNorm(groups, channels, eps=1e-6)
-        self.proj_in = nn.Linear(channels, channels)
+        self.proj_in = nn.Linear(channels, inner)
         self.transformer_blocks = nn.ModuleList(
-            TransformerBlock(channels, heads, channels // heads, None, positions=max_frames)
+            TransformerBlock(inner, heads, inner // heads, None, positions=max_frames or 0)
             for _ in range(layers)
         )
-        self.proj_out = nn.Linear(channels, channels)
+        self.proj_out = nn.Linear(inner, channels)
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
 
     def forward(self, x: Tensor, frames: int) -> Tensor:
-        # x ((b t), c, h, w) → tokens ((b h w), t, c) → back, plus the residual
+        # x ((b t), c, h, w) → tokens ((b h w), t, inner) → back, plus the residual
         b, h, w = x.shape[0] // frames, x.shape[2], x.shape[3]
         clip = self.norm(rearrange(x, "(b t) c h w -> b c t h w", t=frames))
         tokens = self.proj_in(rearrange(clip, "b c t h w -> (b h w) t c"))

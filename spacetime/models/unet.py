@@ -224,25 +224,33 @@ class UNetBlock(nn.Module):
         elif resample == "up":
             self.upsamplers = nn.ModuleList([Upsample(out_channels)])
         # Filled by `inflate` (spacetime.models.inflate); empty in an image U-Net, so they add no
-        # parameters and no keys. Names follow ModelScope's and AnimateDiff's diffusers layouts.
+        # parameters and no keys. Names follow ModelScope's (temp_convs, temp_attentions) and
+        # AnimateDiff's (motion_modules) diffusers layouts.
         self.temp_convs = nn.ModuleList()
+        self.temp_attentions = nn.ModuleList()
         self.motion_modules = nn.ModuleList()
 
     def _temporal(self, modules: nn.ModuleList, j: int, h: Tensor, frames: int) -> Tensor:
         return modules[j](h, frames) if j < len(modules) else h
 
+    def _after_attention(self, j: int, h: Tensor, frames: int) -> Tensor:
+        h = self._temporal(self.temp_attentions, j, h, frames)
+        return self._temporal(self.motion_modules, j, h, frames)
+
     def layer(self, j: int, h: Tensor, temb: Tensor, context: Tensor | None, frames: int) -> Tensor:
-        """Resnet j, its temporal conv, its spatial transformer, its motion module (those present)."""
+        """Resnet j, its temporal conv, its spatial transformer, its temporal attention and motion
+        module (those present): diffusers' 2D, ModelScope 3D and AnimateDiff blocks in one order."""
         h = self._temporal(self.temp_convs, j, self.resnets[j](h, temb), frames)
         if j < len(self.attentions):
             h = self.attentions[j](h, context)
-        return self._temporal(self.motion_modules, j, h, frames)
+        return self._after_attention(j, h, frames)
 
     def mid(self, h: Tensor, temb: Tensor, context: Tensor | None, frames: int) -> Tensor:
-        """resnet → (attention → motion module → resnet)*, each resnet followed by its temporal conv."""
+        """resnet → (attention → temporal attention → motion module → resnet)*, each resnet
+        followed by its temporal conv (diffusers' `UNetMidBlock3DCrossAttn` order)."""
         h = self._temporal(self.temp_convs, 0, self.resnets[0](h, temb), frames)
         for j, attn in enumerate(self.attentions):
-            h = self._temporal(self.motion_modules, j, attn(h, context), frames)
+            h = self._after_attention(j, attn(h, context), frames)
             h = self._temporal(self.temp_convs, j + 1, self.resnets[j + 1](h, temb), frames)
         return h
 
@@ -256,6 +264,9 @@ class UNet2DCondition(nn.Module):
         ch = cfg.block_out_channels
         temb = ch[0] * 4
         self.conv_in = nn.Conv2d(cfg.in_channels, ch[0], 3, padding=1)
+        # ModelScope's temporal attention right after conv_in; set by `inflate`, absent (no keys)
+        # in an image U-Net.
+        self.transformer_in: nn.Module | None = None
         self.time_embedding = TimestepEmbedding(ch[0], temb)
         levels = len(ch)
         heads = [h if a else None for h, a in zip(cfg.heads, cfg.attention, strict=True)]
@@ -292,6 +303,19 @@ class UNet2DCondition(nn.Module):
         self.conv_act = nn.SiLU()
         self.conv_out = nn.Conv2d(ch[0], cfg.out_channels, 3, padding=1)
 
+    def to(self, *args, memory_format: torch.memory_format | None = None, **kwargs):
+        """`nn.Module.to`, with a memory format applied to the 2D convolutions only.
+
+        torch applies a format to every 4- and 5-D tensor and refuses channels_last for the 5-D
+        Conv3d weights of temporal convs; a 2D layout concerns the 2D convs alone.
+        """
+        super().to(*args, **kwargs)
+        if memory_format is not None:
+            for module in self.modules():
+                if isinstance(module, nn.Conv2d):
+                    module.to(memory_format=memory_format)
+        return self
+
     def embed_time(self, timestep: Tensor, batch: int, dtype: torch.dtype) -> Tensor:
         """(b,) or scalar diffusion timestep → (b, 4·c0) embedding."""
         timestep = torch.as_tensor(timestep, device=self.conv_in.weight.device)
@@ -316,6 +340,8 @@ class UNet2DCondition(nn.Module):
 
         # (b t) c h w from here on
         h = self.conv_in(x)
+        if self.transformer_in is not None:
+            h = self.transformer_in(h, frames)
         skips = [h]
         for block in self.down_blocks:
             for j in range(len(block.resnets)):
