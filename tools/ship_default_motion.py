@@ -84,8 +84,14 @@ def model_card(c: dict) -> str:
     return f"""# spacetime default motion module (the procedural world)
 
 AnimateDiff-style motion modules (temporal attention after each resnet+attention pair and in the mid
-block) trained on the world's motion clips with the default image model frozen. Diffusers
-`MotionAdapter` layout, weights stored fp16 ({c["shipped_megabytes"]} MB).
+block) trained on the world's motion clips with the default image model's U-Net frozen. Diffusers
+`MotionAdapter` layout, weights stored fp16 ({c["shipped_megabytes"]} MB in all).
+
+The world's small text encoder learned its words from still-scene captions only, so "moving left"
+meant nothing to it (CLIP learned such words contrastively from web captions). The motion stage
+therefore fine-tunes it with the motion modules (`train_text: true`) and it ships in
+`text_encoder/`; `VideoPipeline` uses it in place of the base model's. Adapters without one
+(AnimateDiff, diffusers) keep the base text encoder.
 
 ## Training
 
@@ -100,6 +106,9 @@ Seed {cfg["seed"]}; {cfg["steps"]} steps × {cfg["batch_size"]} clips of {cfg["f
 
 {m["prompts"]} held-out prompts, one clip each, 16 frames, DPM-Solver++ {m["steps"]} steps, guidance {m["guidance"]},
 tracked by the oracle (`spacetime/eval/oracle.py`):
+
+Direction by chance is 25%. The frame-by-frame row is the default image model alone (its own text
+encoder, no temporal layers), sampled at the same seeds.
 
 | sampler | direction | colour & shape constant | colour | shape | background |
 |---|---|---|---|---|---|
