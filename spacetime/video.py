@@ -27,6 +27,20 @@ def parser() -> argparse.ArgumentParser:
         "--frames", type=int, default=16, help="frames to generate (default 16; 1 = an image)"
     )
     p.add_argument(
+        "--context-frames",
+        type=int,
+        default=None,
+        help="frames per motion-module window for long clips: longer clips are denoised in "
+        "overlapping windows blended without seams (default: 16 once --frames exceeds the frame "
+        "positions the motion module knows, else the whole clip at once)",
+    )
+    p.add_argument(
+        "--context-overlap",
+        type=int,
+        default=None,
+        help="frames that neighbouring windows share (default: a quarter of the window)",
+    )
+    p.add_argument(
         "--fps", type=int, default=8, help="frames per second of the written clip (default 8)"
     )
     p.add_argument(
@@ -56,7 +70,12 @@ def main(argv: list[str] | None = None) -> None:
         check_video_target(args.out)
         if args.fps < 1:
             raise SpacetimeError(f"fps must be >= 1, got {args.fps}")
-        options = sampling_options(args, frames=args.frames)
+        options = sampling_options(
+            args,
+            frames=args.frames,
+            context_frames=args.context_frames,
+            context_overlap=args.context_overlap,
+        )
         from spacetime.pipelines.video import VideoPipeline
 
         model = base_model(args)

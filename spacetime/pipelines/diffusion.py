@@ -16,9 +16,13 @@ from einops import rearrange
 from torch import Tensor
 
 from spacetime import sampling
+from spacetime.context import DEFAULT_FRAMES, ContextWindows, windowed
 from spacetime.errors import SpacetimeError
 from spacetime.formats.diffusers import Components
+from spacetime.models.vae import AutoencoderKL
 from spacetime.precision import DTYPES, autocast, resolve_precision
+
+DECODE_CHUNK = 8  # frames per VAE decode call: decode memory grows with this, not with the clip
 
 
 def _layout(x: Tensor) -> torch.memory_format:
@@ -44,6 +48,10 @@ class GenerationRequest:
     frames: int = 1
     num_images: int = 1
     clip_skip: int | None = None
+    # Sliding context windows for long clips (spacetime.context); None: 16 frames once the clip
+    # outgrows the motion modules' frame positions, overlapping by a quarter of the window.
+    context_frames: int | None = None
+    context_overlap: int | None = None
 
     def __post_init__(self):
         if not self.prompts:
@@ -70,6 +78,15 @@ class GenerationRequest:
             raise SpacetimeError(f"frames must be >= 1, got {self.frames}")
         if self.num_images < 1:
             raise SpacetimeError(f"num_images must be >= 1, got {self.num_images}")
+        if self.context_overlap is not None and self.context_overlap < 0:
+            raise SpacetimeError(f"context_overlap must be >= 0, got {self.context_overlap}")
+        if self.context_frames is not None:
+            self.windows(self.context_frames)  # validates the pair
+
+    def windows(self, frames: int) -> ContextWindows:
+        """Windows of `frames` frames with the requested overlap (default: a quarter window)."""
+        overlap = frames // 4 if self.context_overlap is None else self.context_overlap
+        return ContextWindows(frames, overlap)
 
 
 class DiffusionPipeline:
@@ -109,6 +126,26 @@ class DiffusionPipeline:
         c = self.components
         return c.unet.config.sample_size * c.vae.config.downscale
 
+    def context_windows(self, req: GenerationRequest) -> ContextWindows | None:
+        """The frame windows each network call runs over, or None for one call over all frames.
+
+        By default a clip runs whole while its motion modules know enough frame positions (as in
+        diffusers' AnimateDiffPipeline) and in 16-frame windows past that."""
+        spec = getattr(self.components.unet, "inflation", None)
+        limit = spec.max_frames if spec is not None and spec.motion_modules else None
+        if req.context_frames is not None and limit is not None and req.context_frames > limit:
+            raise SpacetimeError(
+                f"context_frames={req.context_frames} exceeds the {limit} frame positions this "
+                "motion module knows"
+            )
+        if req.context_frames is not None:
+            windows = req.windows(req.context_frames)
+        elif limit is not None and req.frames > limit:
+            windows = req.windows(min(DEFAULT_FRAMES, limit))
+        else:
+            return None
+        return windows if req.frames > windows.frames else None
+
     @torch.no_grad()
     def encode_prompts(self, req: GenerationRequest) -> tuple[Tensor, Tensor | None]:
         """(b·n, 77, d) conditional and unconditional embeddings, repeated per image (diffusers order)."""
@@ -136,6 +173,7 @@ class DiffusionPipeline:
                 f"height and width must be multiples of {factor} for this VAE, "
                 f"got {req.height}x{req.width}"
             )
+        windows = self.context_windows(req)
         compute = self._compute(precision)
         with compute:
             cond, uncond = self.encode_prompts(req)
@@ -158,6 +196,8 @@ class DiffusionPipeline:
             x_t = x_t.to(self.dtype).contiguous(memory_format=_layout(x_t))
             return c.unet(x_t, t.to(self.device), context.to(self.dtype)).float()
 
+        if windows is not None:
+            net = windowed(net, windows)
         model_fn = sampling.classifier_free_guidance(net, cond, uncond, req.guidance)
         denoiser = sampling.model_denoiser(model_fn, c.schedule)
         callback = None if progress is None else (lambda i, _x: progress(i + 1, req.steps))
@@ -175,11 +215,26 @@ class DiffusionPipeline:
 
     @torch.no_grad()
     def decode(self, latents: Tensor, precision: str | None = None) -> np.ndarray:
-        """Latents → uint8 pixels (b, h, w, 3) or (b, t, h, w, 3), rounded as diffusers does."""
+        """Latents → uint8 pixels (b, h, w, 3) or (b, t, h, w, 3), rounded as diffusers does.
+
+        An image VAE decodes clips `DECODE_CHUNK` frames at a time, each chunk straight to uint8,
+        so a long clip never holds all its frames' decoder activations or float pixels at once."""
         vae = self.components.vae
         z = latents.to(self.device, next(vae.parameters()).dtype)
+        # Only a per-frame decoder makes chunks exact; a temporal one must see its neighbours.
+        if z.ndim == 4 or not isinstance(vae, AutoencoderKL):
+            return self._decode_chunk(z, precision)
+        frames, pixels = z.shape[2], None
+        for s in range(0, frames, DECODE_CHUNK):
+            chunk = self._decode_chunk(z[:, :, s : s + DECODE_CHUNK], precision)
+            if pixels is None:
+                pixels = np.empty((chunk.shape[0], frames, *chunk.shape[2:]), np.uint8)
+            pixels[:, s : s + DECODE_CHUNK] = chunk
+        return pixels
+
+    def _decode_chunk(self, z: Tensor, precision: str | None) -> np.ndarray:
         with self._compute(precision):
-            images = vae.decode(z.contiguous(memory_format=_layout(z))).float()
+            images = self.components.vae.decode(z.contiguous(memory_format=_layout(z))).float()
         images = (images / 2 + 0.5).clamp(0, 1)
         channels_last = "b c t h w -> b t h w c" if images.ndim == 5 else "b c h w -> b h w c"
         pixels = rearrange(images, channels_last).cpu().numpy()

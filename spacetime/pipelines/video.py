@@ -43,6 +43,10 @@ class VideoPipeline(ImagePipeline):
         progress: Callable[[int, int], None] | None = None,
         **options,
     ) -> np.ndarray:
+        """Clips for the prompt(s); options are the image pipeline's plus `context_frames` and
+        `context_overlap`: clips longer than the window are denoised in overlapping windows
+        (spacetime.context), by default in 16-frame windows once the clip outgrows the motion
+        modules' frame positions."""
         clips = super().__call__(
             prompt,
             negative_prompt,

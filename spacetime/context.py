@@ -1,0 +1,80 @@
+"""Sliding context windows over frames, for clips longer than the motion modules can attend over.
+
+AnimateDiff's motion modules know a fixed number of frame positions (16 in training, 24 or 32 in
+their position tables). Following FreeNoise (Qiu et al. 2023) and AnimateDiff-Evolved's context
+windows, a long clip is denoised as overlapping windows of `frames` frames: each network call runs
+once per window and the per-frame predictions are averaged with weights that taper towards each
+window's ends, so neighbouring windows cross-fade instead of meeting at a seam. The wrapper sits
+around the network function, below guidance and the sampler, so every sampler works unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import Tensor
+
+from spacetime.errors import SpacetimeError
+
+DEFAULT_FRAMES = 16  # AnimateDiff's training clip length
+Net = Callable[[Tensor, Tensor, Tensor], Tensor]  # (x_t (b, c, t, h, w), timestep, context) -> same
+
+
+@dataclass(frozen=True)
+class ContextWindows:
+    """Windows of `frames` frames; neighbours share at least `overlap` frames."""
+
+    frames: int = DEFAULT_FRAMES
+    overlap: int = DEFAULT_FRAMES // 4
+
+    def __post_init__(self):
+        if self.frames < 1:
+            raise SpacetimeError(f"context_frames must be >= 1, got {self.frames}")
+        if not 0 <= self.overlap < self.frames:
+            raise SpacetimeError(
+                f"context_overlap must be >= 0 and smaller than context_frames={self.frames}, "
+                f"got {self.overlap}"
+            )
+
+    def starts(self, total: int) -> list[int]:
+        """First frame of each window: evenly spaced from 0 to `total - frames`, as few windows as
+        keep every overlap >= `overlap` (even spacing spreads any slack over all the overlaps
+        instead of piling it into the last one)."""
+        if total <= self.frames:
+            return [0]
+        span, stride = total - self.frames, self.frames - self.overlap
+        gaps = -(-span // stride)  # ceil: every gap <= stride, so overlaps >= `overlap`
+        return [i * span // gaps for i in range(gaps + 1)]
+
+    def weights(self) -> Tensor:
+        """FreeNoise's pyramid weights (1, 2, …, 2, 1): where windows overlap, normalising by the
+        summed weights turns them into a linear cross-fade; elsewhere the one window counts fully."""
+        i = torch.arange(self.frames)
+        return torch.minimum(i + 1, self.frames - i).float()
+
+
+def windowed(net: Net, windows: ContextWindows) -> Net:
+    """`net` over overlapping frame windows, blended: sum_w weight_w·net(x_w) / sum_w weight_w.
+    Clips of at most `windows.frames` frames take the plain call, so short clips are unchanged."""
+    weight = windows.weights()
+
+    def run(x_t: Tensor, timestep: Tensor, context: Tensor) -> Tensor:
+        total = x_t.shape[2]
+        if total <= windows.frames:
+            return net(x_t, timestep, context)
+        out = norm = None
+        for s in windows.starts(total):
+            frames = slice(s, s + windows.frames)
+            pred = net(x_t[:, :, frames], timestep, context)  # (b, c, window, h, w)
+            w = weight.to(pred.device, pred.dtype)
+            if out is None:
+                out = pred.new_zeros((*pred.shape[:2], total, *pred.shape[3:]))
+                norm = pred.new_zeros(total)
+            out[:, :, frames] += pred * rearrange(w, "t -> t 1 1")
+            norm[frames] += w
+        return out / rearrange(norm, "t -> t 1 1")
+
+    return run
