@@ -7,14 +7,14 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-TASKS = ("vae", "text2image", "motion")
+TASKS = ("vae", "text2image", "motion", "video_vae")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run depends on; the same config and seed give the same weights."""
 
-    task: str = "vae"  # vae | text2image | motion
+    task: str = "vae"  # vae | text2image | motion | video_vae
     preset: str = "world"  # model sizes, see spacetime/models/presets.py
     steps: int = 1000
     batch_size: int = 32  # global batch, split evenly across processes
@@ -30,9 +30,10 @@ class TrainConfig:
     mixed_precision: str = "no"  # no | bf16
     kl_weight: float = 1e-6  # vae: KL(q(z|x) || N(0, I)) weight, small as in LDM
     caption_dropout: float = 0.1  # text2image: empty captions teach the unconditional model (CFG)
-    vae: str = ""  # text2image: folder of the trained VAE (its vae/ component)
+    vae: str = ""  # text2image, video_vae: folder of the trained image VAE (or its model folder)
     base: str = ""  # motion: the image model to inflate (a diffusers folder)
-    frames: int = 16  # motion: frames per training clip
+    frames: int = 16  # motion, video_vae: frames per training clip
+    temporal_weight: float = 1.0  # video_vae: L1 on frame-to-frame differences (against flicker)
     train_text: bool = False  # motion: also fine-tune the text encoder (to learn motion words)
     threads: int = 0  # torch intra-op threads per process; 0 = torch's default
 
@@ -46,8 +47,8 @@ class TrainConfig:
         for name in ("steps", "batch_size", "checkpoint_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.task == "text2image" and not self.vae:
-            raise ValueError("text2image training needs `vae:` (a trained VAE folder)")
+        if self.task in ("text2image", "video_vae") and not self.vae:
+            raise ValueError(f"{self.task} training needs `vae:` (a trained VAE folder)")
         if self.task == "motion" and not self.base:
             raise ValueError("motion training needs `base:` (the image model to inflate)")
 
