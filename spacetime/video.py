@@ -51,6 +51,19 @@ def parser() -> argparse.ArgumentParser:
         "(mm_sd_v15*.safetensors); default: the shipped one",
     )
     p.add_argument(
+        "--vae",
+        type=Path,
+        default=None,
+        help="video VAE that decodes the clip: a diffusers AutoencoderKLTemporalDecoder folder "
+        "(e.g. SVD's, for SD 1.x models); default: the shipped temporal decoder with the default "
+        "model, the model's own image VAE (frame by frame) otherwise",
+    )
+    p.add_argument(
+        "--vae-per-frame",
+        action="store_true",
+        help="decode frame by frame with the model's image VAE (no temporal decoder), to compare",
+    )
+    p.add_argument(
         "--out",
         type=Path,
         default=Path("clip.mp4"),
@@ -64,7 +77,6 @@ def main(argv: list[str] | None = None) -> None:
 
     def body() -> None:
         from spacetime.errors import SpacetimeError
-        from spacetime.formats.load import default_model
         from spacetime.media import check_video_target, write_video
 
         check_video_target(args.out)
@@ -78,16 +90,20 @@ def main(argv: list[str] | None = None) -> None:
         )
         from spacetime.pipelines.video import VideoPipeline
 
-        model = base_model(args)
-        motion = args.motion or default_model("motion")
-        if motion is None and args.frames > 1:
-            raise SpacetimeError(
-                "--motion is required (this install has no default motion module): give a "
-                "diffusers MotionAdapter folder or an AnimateDiff file"
-            )
+        if args.vae is not None and args.vae_per_frame:
+            raise SpacetimeError("--vae and --vae-per-frame exclude each other")
+        base_model(args)  # a clear error when there is neither --model nor a shipped model
+        # The shipped motion module and temporal decoder belong to the shipped model; a model
+        # given by path brings its own temporal layers (ModelScope) or takes --motion.
+        vae = "per-frame" if args.vae_per_frame else args.vae
         pipe = VideoPipeline.from_pretrained(
-            model, pick_device(args.device), args.precision, motion
+            args.model, pick_device(args.device), args.precision, args.motion, vae
         )
+        if args.frames > 1 and getattr(pipe.components.unet, "inflation", None) is None:
+            raise SpacetimeError(
+                "this model has no temporal layers: give --motion (a diffusers MotionAdapter "
+                "folder or an AnimateDiff file), or --frames 1 for an image"
+            )
         warn_unknown_words(pipe, args.prompt, args.negative_prompt)
         clip = pipe(
             args.prompt, args.negative_prompt, height=args.height, width=args.width,

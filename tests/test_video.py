@@ -125,12 +125,41 @@ def test_cli_writes_a_gif(model_and_motion, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out and out.is_file()
 
 
-def test_cli_needs_a_motion_module_when_none_ships(model_and_motion, tmp_path, capsys, monkeypatch):
+def test_cli_needs_a_motion_module_for_an_image_model(model_and_motion, tmp_path, capsys):
     sd, _, _ = model_and_motion
-    monkeypatch.setattr("spacetime.formats.load.default_model", lambda kind="image": None)
     with pytest.raises(SystemExit) as e:
         main(["a red circle", "--model", str(sd), "--out", str(tmp_path / "c.mp4")])
-    assert e.value.code == 2 and "--motion is required" in capsys.readouterr().err
+    assert e.value.code == 2 and "give --motion" in capsys.readouterr().err
+    assert not (tmp_path / "c.mp4").exists()
+
+
+def test_cli_vae_flags_exclude_each_other(model_and_motion, tmp_path, capsys):
+    sd, motion, _ = model_and_motion
+    with pytest.raises(SystemExit) as e:
+        main(["a red circle", "--model", str(sd), "--motion", str(motion), "--vae", str(sd),
+              "--vae-per-frame", "--out", str(tmp_path / "c.gif")])  # fmt: skip
+    assert e.value.code == 2 and "exclude each other" in capsys.readouterr().err
+
+
+def test_a_fresh_temporal_decoder_decodes_as_the_image_vae(model_and_motion, tmp_path):
+    """A video VAE grown from the model's VAE is the identity on its temporal paths, so clips
+    (long enough to be decoded in windows) come out as frame-by-frame decoding gives them."""
+    from spacetime.formats.video_vae import save_video_vae
+    from spacetime.models.video_vae import VideoVAE
+
+    sd, motion, _ = model_and_motion
+    save_video_vae(VideoVAE.from_image_vae(load_components(sd).vae), tmp_path / "vvae")
+    kw = dict(frames=12, steps=2, height=32, width=32, seed=3)
+    per_frame = VideoPipeline.from_pretrained(sd, precision="fp32", motion=motion)("a cat", **kw)
+    video = VideoPipeline.from_pretrained(
+        sd, precision="fp32", motion=motion, vae=tmp_path / "vvae"
+    )
+    assert type(video.components.vae) is VideoVAE
+    clip = video("a cat", **kw)
+    assert np.abs(clip.astype(int) - per_frame).max() <= 1
+    # --vae-per-frame's spelling keeps the image VAE
+    kept = VideoPipeline.from_pretrained(sd, precision="fp32", motion=motion, vae="per-frame")
+    assert type(kept.components.vae) is not VideoVAE
 
 
 @pytest.mark.parametrize("train_text", [False, True])

@@ -11,6 +11,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from torch import Tensor
 
@@ -24,13 +25,16 @@ from spacetime.models.unet import UNet2DCondition, UNetConfig
 from spacetime.models.vae import AutoencoderKL, VAEConfig
 from spacetime.sampling import NoiseSchedule
 
+if TYPE_CHECKING:
+    from spacetime.models.video_vae import VideoVAE
+
 
 @dataclass
 class Components:
     """The parts of a latent diffusion model; pipelines are thin loops over these."""
 
     unet: UNet2DCondition
-    vae: AutoencoderKL
+    vae: AutoencoderKL | VideoVAE  # a video VAE (temporal decoder) for clips, else per frame
     text_encoder: TextEncoder
     schedule: NoiseSchedule
 
@@ -100,9 +104,15 @@ def load_diffusers(root: Path) -> Components:
         if part not in index or not (root / part).is_dir():
             raise CheckpointError(f"{root} lacks the {part}/ component that model_index.json needs")
     unet = load_unet(root / "unet")
-    vae = build_vae(
-        _config(VAEConfig, root / "vae"), read_component(root / "vae", "diffusion_pytorch_model")
-    )
+    if read_json(root / "vae" / "config.json").get("_class_name") == "AutoencoderKLTemporalDecoder":
+        from spacetime.formats.video_vae import load_video_vae
+
+        vae = load_video_vae(root / "vae")
+    else:
+        vae = build_vae(
+            _config(VAEConfig, root / "vae"),
+            read_component(root / "vae", "diffusion_pytorch_model"),
+        )
     text = build_text_encoder(
         read_json(root / "text_encoder" / "config.json"),
         read_component(root / "text_encoder", "model"),
@@ -159,7 +169,7 @@ def save_diffusers(components: Components, root: Path, overwrite: bool = False) 
             "_class_name": modelscope.PIPELINE_CLASS_NAME if video else "StableDiffusionPipeline",
             "_diffusers_version": "0.30.0",
             "unet": ["diffusers", unet_config["_class_name"]],
-            "vae": ["diffusers", "AutoencoderKL"],
+            "vae": ["diffusers", c.vae.config.to_diffusers()["_class_name"]],
             "text_encoder": ["transformers", "CLIPTextModel"],
             "tokenizer": ["transformers", "CLIPTokenizer"],
             "scheduler": ["diffusers", c.schedule.to_diffusers_config()["_class_name"]],

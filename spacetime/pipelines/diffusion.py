@@ -23,6 +23,9 @@ from spacetime.models.vae import AutoencoderKL
 from spacetime.precision import DTYPES, autocast, resolve_precision
 
 DECODE_CHUNK = 8  # frames per VAE decode call: decode memory grows with this, not with the clip
+# A temporal decoder keeps 4 frames per window and sees 2 more each side (crossfaded): 8-frame
+# windows, the length it was trained at, since its temporal GroupNorms pool the window's frames.
+TEMPORAL_DECODE = {"chunk_frames": 4, "context_frames": 2}
 
 
 def _layout(x: Tensor) -> torch.memory_format:
@@ -223,7 +226,8 @@ class DiffusionPipeline:
         z = latents.to(self.device, next(vae.parameters()).dtype)
         # Only a per-frame decoder makes chunks exact; a temporal one must see its neighbours.
         if z.ndim == 4 or not isinstance(vae, AutoencoderKL):
-            return self._decode_chunk(z, precision)
+            windows = TEMPORAL_DECODE if z.ndim == 5 and z.shape[2] > 8 else {}
+            return self._decode_chunk(z, precision, **windows)
         frames, pixels = z.shape[2], None
         for s in range(0, frames, DECODE_CHUNK):
             chunk = self._decode_chunk(z[:, :, s : s + DECODE_CHUNK], precision)
@@ -232,9 +236,10 @@ class DiffusionPipeline:
             pixels[:, s : s + DECODE_CHUNK] = chunk
         return pixels
 
-    def _decode_chunk(self, z: Tensor, precision: str | None) -> np.ndarray:
+    def _decode_chunk(self, z: Tensor, precision: str | None, **windows) -> np.ndarray:
         with self._compute(precision):
-            images = self.components.vae.decode(z.contiguous(memory_format=_layout(z))).float()
+            z = z.contiguous(memory_format=_layout(z))
+            images = self.components.vae.decode(z, **windows).float()
         images = (images / 2 + 0.5).clamp(0, 1)
         channels_last = "b c t h w -> b t h w c" if images.ndim == 5 else "b c h w -> b h w c"
         pixels = rearrange(images, channels_last).cpu().numpy()

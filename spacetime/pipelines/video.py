@@ -8,9 +8,12 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from spacetime.formats.load import load_components
+from spacetime.errors import SpacetimeError
+from spacetime.formats.load import default_model, load_components
 from spacetime.formats.motion import load_motion_adapter, load_motion_text_encoder
 from spacetime.pipelines.image import ImagePipeline
+
+PER_FRAME = "per-frame"
 
 
 class VideoPipeline(ImagePipeline):
@@ -20,12 +23,27 @@ class VideoPipeline(ImagePipeline):
     @classmethod
     def from_pretrained(
         cls,
-        model: str | os.PathLike,
+        model: str | os.PathLike | None = None,
         device: str | torch.device = "cpu",
         precision: str = "auto",
         motion: str | os.PathLike | None = None,
+        vae: str | os.PathLike | None = None,
     ) -> VideoPipeline:
+        """`model` None is the shipped world model, which then comes with its shipped motion
+        module and temporal decoder unless `motion`/`vae` say otherwise. `vae`: a video VAE
+        folder (diffusers AutoencoderKLTemporalDecoder, e.g. SVD's), or "per-frame" for the
+        model's own image VAE (the default for models given by path)."""
+        if model is None:
+            model = default_model("image")
+            if model is None:
+                raise SpacetimeError("this install has no default model: give a model path")
+            motion = motion or default_model("motion")
+            vae = vae or default_model("video-vae")
         components = load_components(model)
+        if vae is not None and str(vae) != PER_FRAME:
+            from spacetime.formats.video_vae import load_video_vae
+
+            components.vae = load_video_vae(vae)
         if motion is not None:
             components.unet = load_motion_adapter(components.unet, motion)
             text = load_motion_text_encoder(motion, components.text_encoder.tokenizer)
