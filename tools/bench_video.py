@@ -333,11 +333,11 @@ def render(r: dict) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's `## ` section in `path`, or append it."""
+def write_section(path: Path, section: str, name: str = SECTION) -> None:
+    """Replace the `## ` section called `name` in `path`, or append it."""
     text = path.read_text() if path.exists() else "# Benchmarks\n\n"
     lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == SECTION), None)
+    start = next((i for i, line in enumerate(lines) if line.rstrip() == name), None)
     if start is None:
         text = text.rstrip("\n") + "\n\n" + section
     else:

@@ -26,6 +26,12 @@ DECODE_CHUNK = 8  # frames per VAE decode call: decode memory grows with this, n
 # A temporal decoder keeps 4 frames per window and sees 2 more each side (crossfaded): 8-frame
 # windows, the length it was trained at, since its temporal GroupNorms pool the window's frames.
 TEMPORAL_DECODE = {"chunk_frames": 4, "context_frames": 2}
+TEMPORAL_WINDOW = 8  # = chunk + 2 * context: clips up to this long decode whole
+
+
+def temporal_decode_windows(frames: int) -> dict:
+    """`decode` arguments of a temporal-decoder VAE for a clip of this many frames."""
+    return TEMPORAL_DECODE if frames > TEMPORAL_WINDOW else {}
 
 
 def _layout(x: Tensor) -> torch.memory_format:
@@ -226,7 +232,7 @@ class DiffusionPipeline:
         z = latents.to(self.device, next(vae.parameters()).dtype)
         # Only a per-frame decoder makes chunks exact; a temporal one must see its neighbours.
         if z.ndim == 4 or not isinstance(vae, AutoencoderKL):
-            windows = TEMPORAL_DECODE if z.ndim == 5 and z.shape[2] > 8 else {}
+            windows = temporal_decode_windows(z.shape[2]) if z.ndim == 5 else {}
             return self._decode_chunk(z, precision, **windows)
         frames, pixels = z.shape[2], None
         for s in range(0, frames, DECODE_CHUNK):
