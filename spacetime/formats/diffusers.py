@@ -20,6 +20,7 @@ from spacetime.formats import modelscope
 from spacetime.formats.clip_tokenizer import Tokenizer
 from spacetime.formats.weights import build_empty, load_into, read_component, read_json
 from spacetime.models.clip import CLIPTextConfig, CLIPTextModel
+from spacetime.models.inflate import InflationSpec, inflate
 from spacetime.models.text import TextEncoder
 from spacetime.models.unet import UNet2DCondition, UNetConfig
 from spacetime.models.vae import AutoencoderKL, VAEConfig
@@ -46,22 +47,52 @@ def _config(cls, folder: Path):
         raise CheckpointError(f"{folder / 'config.json'}: {e}") from None
 
 
-def build_unet(cfg: UNetConfig, sd: dict[str, Tensor]) -> UNet2DCondition:
-    return load_into(build_empty(lambda: UNet2DCondition(cfg)), sd, "unet")
+# The key of a `UNet2DConditionModel` config.json under which spacetime records the inflation of
+# an inflated U-Net (e.g. MVDream's cameras and cross-view attention), so that loading rebuilds the
+# same layers. diffusers ignores the key (it warns) and loads the 2D weights alone.
+INFLATION_KEY = "spacetime_inflation"
+
+
+def build_unet(
+    cfg: UNetConfig, sd: dict[str, Tensor], spec: InflationSpec | None = None
+) -> UNet2DCondition:
+    """A U-Net (inflated to `spec`, if given) built on the meta device and filled strictly."""
+    factory = (lambda: UNet2DCondition(cfg)) if spec is None else (
+        lambda: inflate(UNet2DCondition(cfg), spec)
+    )  # fmt: skip
+    return load_into(build_empty(factory), sd, "unet")
+
+
+def unet_config(unet: UNet2DCondition) -> dict:
+    """The config.json of a U-Net: diffusers' 2D one, plus its inflation if it has one."""
+    config = unet.config.to_diffusers()
+    spec: InflationSpec | None = getattr(unet, "inflation", None)
+    if spec is not None:
+        config[INFLATION_KEY] = spec.to_dict()
+    return config
 
 
 def load_unet(folder: Path) -> UNet2DCondition:
-    """A `unet/` folder: an image U-Net, or a ModelScope `UNet3DConditionModel` (loaded inflated)."""
+    """A `unet/` folder: an image U-Net, one spacetime inflated (`spacetime_inflation` in its
+    config.json, e.g. a multi-view U-Net), or a ModelScope `UNet3DConditionModel` (loaded
+    inflated)."""
     config = read_json(folder / "config.json")
     try:
         if modelscope.is_unet3d(config):
             cfg, spec = modelscope.configs_from_unet3d(config)
         else:
-            cfg, spec = UNetConfig.from_diffusers(config), None
-    except ValueError as e:
+            config = dict(config)
+            inflation = config.pop(INFLATION_KEY, None)
+            if inflation is not None and not isinstance(inflation, dict):
+                raise ValueError(f"{INFLATION_KEY} must be a mapping, got {inflation!r}")
+            cfg = UNetConfig.from_diffusers(config)
+            spec = None if inflation is None else InflationSpec.from_dict(inflation)
+    except (TypeError, ValueError) as e:
         raise CheckpointError(f"{folder / 'config.json'}: {e}") from None
     sd = read_component(folder, "diffusion_pytorch_model")
-    return build_unet(cfg, sd) if spec is None else modelscope.build_unet3d(cfg, spec, sd)
+    if modelscope.is_unet3d(config):
+        return modelscope.build_unet3d(cfg, spec, sd)
+    return build_unet(cfg, sd, spec)
 
 
 def build_vae(cfg: VAEConfig, sd: dict[str, Tensor]) -> AutoencoderKL:
@@ -151,8 +182,8 @@ def save_diffusers(components: Components, root: Path, overwrite: bool = False) 
         c = components
         # A ModelScope-inflated U-Net saves as diffusers' 3D U-Net in a text-to-video pipeline.
         video = modelscope.is_modelscope(c.unet)
-        unet_config = modelscope.unet3d_config(c.unet) if video else c.unet.config.to_diffusers()
-        save_component(tmp / "unet", unet_config, c.unet.state_dict(), "diffusion_pytorch_model")
+        config = modelscope.unet3d_config(c.unet) if video else unet_config(c.unet)
+        save_component(tmp / "unet", config, c.unet.state_dict(), "diffusion_pytorch_model")
         save_component(
             tmp / "vae", c.vae.config.to_diffusers(), c.vae.state_dict(), "diffusion_pytorch_model"
         )
@@ -168,7 +199,7 @@ def save_diffusers(components: Components, root: Path, overwrite: bool = False) 
         index = {
             "_class_name": modelscope.PIPELINE_CLASS_NAME if video else "StableDiffusionPipeline",
             "_diffusers_version": "0.30.0",
-            "unet": ["diffusers", unet_config["_class_name"]],
+            "unet": ["diffusers", config["_class_name"]],
             "vae": ["diffusers", c.vae.config.to_diffusers()["_class_name"]],
             "text_encoder": ["transformers", "CLIPTextModel"],
             "tokenizer": ["transformers", "CLIPTokenizer"],

@@ -21,8 +21,8 @@ def default_model(kind: str = "image") -> Path | None:
     from importlib import resources
 
     folder = Path(str(resources.files("spacetime"))) / "assets" / f"default-{kind}"
-    # image: a diffusers pipeline; motion: a MotionAdapter; video-vae: a temporal-decoder VAE
-    marker = "model_index.json" if kind == "image" else "config.json"
+    # image, multiview: diffusers pipelines; motion: a MotionAdapter; video-vae: a temporal decoder
+    marker = "model_index.json" if kind in ("image", "multiview") else "config.json"
     return folder if (folder / marker).is_file() else None
 
 

@@ -1,27 +1,37 @@
-"""Inflate an image U-Net into a spatio-temporal one (AnimateDiff, ModelScope, Make-A-Video).
+"""Inflate an image U-Net into a spatio-temporal or multi-view one (AnimateDiff, ModelScope,
+Make-A-Video, MVDream).
 
-Temporal layers are added next to the spatial ones, never instead of them: every 2D parameter
-keeps its name (2D checkpoints still load) and every new layer starts as the identity, so at
-initialisation the inflated U-Net applied to a clip equals the 2D U-Net applied frame by frame.
+Temporal and cross-view layers are added next to the spatial ones, never instead of them: every
+2D parameter keeps its name (2D checkpoints still load) and every new layer starts as the identity,
+so at initialisation the inflated U-Net applied to a clip (or a set of views with cameras) equals
+the 2D U-Net applied frame by frame.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 
 from torch import nn
 
-from spacetime.models.temporal import TemporalConv, TemporalTransformer
+from spacetime.models.temporal import (
+    CameraEmbedding,
+    CrossViewTransformer,
+    TemporalConv,
+    TemporalTransformer,
+)
 from spacetime.models.unet import UNet2DCondition
 
-# Parameter-name fragments of the layers `inflate` adds (diffusers' names).
+# Parameter-name fragments of the layers `inflate` adds (diffusers' names for the temporal ones,
+# MVDream's `camera_embed`, spacetime's `view_attentions`).
 TEMPORAL_KEYS = (".temp_convs.", ".temp_attentions.", ".motion_modules.", "transformer_in.")
+VIEW_KEYS = (".view_attentions.", "camera_embed.")
 
 
 @dataclass(frozen=True)
 class InflationSpec:
-    """Which temporal layers to add, and their sizes."""
+    """Which temporal, cross-view and camera layers to add, and their sizes."""
 
     motion_modules: bool = True  # AnimateDiff: temporal attention after each resnet+attention pair
     mid_block_motion: bool = True  # AnimateDiff v2+: one in the mid block too
@@ -32,8 +42,14 @@ class InflationSpec:
     # ModelScope sizes attention by head width: temporal attentions get channels // head_dim heads,
     # transformer_in is heads · head_dim wide.
     head_dim: int = 64
-    layers: int = 1  # transformer blocks per motion module / temporal attention
+    layers: int = 1  # transformer blocks per motion module / temporal or cross-view attention
     max_frames: int = 32  # frame positions the motion modules know (24 in AnimateDiff v1)
+    # MVDream (multi-view sets: the frame axis is a view axis)
+    cameras: bool = False  # camera-to-world 4x4 -> MLP -> added to each view's timestep embedding
+    view_attention: bool = False  # cross-view self-attention beside each spatial attention
+    view_heads: int = 8
+    view_head_dim: int | None = None  # None: channels // view_heads, the spatial attention's width
+    camera_hidden: int | None = None  # camera MLP width; None: the timestep embedding's (MVDream)
 
     def __post_init__(self):
         if not (
@@ -41,11 +57,28 @@ class InflationSpec:
             or self.temporal_convs
             or self.temporal_attentions
             or self.transformer_in
+            or self.cameras
+            or self.view_attention
         ):
             raise ValueError(
                 "InflationSpec adds nothing: enable motion_modules, temporal_convs, "
-                "temporal_attentions or transformer_in"
+                "temporal_attentions, transformer_in, cameras or view_attention"
             )
+
+    def to_dict(self) -> dict:
+        """Plain JSON values, as recorded in a saved U-Net's config.json."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> InflationSpec:
+        """The inverse of `to_dict`; a ValueError names any key that is not a field."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - fields)
+        if unknown:
+            raise ValueError(
+                f"unknown inflation keys: {', '.join(unknown)} (known: {', '.join(sorted(fields))})"
+            )
+        return cls(**values)
 
     @classmethod
     def modelscope(cls, head_dim: int = 64) -> InflationSpec:
@@ -55,9 +88,23 @@ class InflationSpec:
             transformer_in=True, heads=8, head_dim=head_dim,
         )  # fmt: skip
 
+    @classmethod
+    def mvdream(
+        cls,
+        view_heads: int = 8,
+        view_head_dim: int | None = None,
+        camera_hidden: int | None = None,
+    ) -> InflationSpec:
+        """MVDream's multi-view model (Shi et al. 2023): cameras and cross-view attention only."""
+        return cls(
+            motion_modules=False, cameras=True, view_attention=True, view_heads=view_heads,
+            view_head_dim=view_head_dim, camera_hidden=camera_hidden,
+        )  # fmt: skip
+
 
 def inflate(unet: UNet2DCondition, spec: InflationSpec = InflationSpec()) -> UNet2DCondition:
-    """A copy of `unet` with temporal layers added; the original is left untouched."""
+    """A copy of `unet` with the temporal, cross-view and camera layers `spec` asks for added; the
+    original is left untouched."""
     video = copy.deepcopy(unet)
     groups = unet.config.norm_num_groups
     device = unet.conv_in.weight.device
@@ -80,6 +127,14 @@ def inflate(unet: UNet2DCondition, spec: InflationSpec = InflationSpec()) -> UNe
                 )
                 for _ in block.attentions
             ).to(device)
+        if spec.view_attention and block.attentions:
+            if spec.view_head_dim is None and channels % spec.view_heads:
+                raise ValueError(f"{channels} channels do not split into {spec.view_heads} heads")
+            head_dim = spec.view_head_dim or channels // spec.view_heads
+            block.view_attentions = nn.ModuleList(
+                CrossViewTransformer(channels, spec.view_heads, head_dim, groups, spec.layers)
+                for _ in block.attentions
+            ).to(device)
         if spec.motion_modules and (not mid or spec.mid_block_motion):
             count = len(block.attentions) if mid else len(block.resnets)
             block.motion_modules = nn.ModuleList(
@@ -91,17 +146,20 @@ def inflate(unet: UNet2DCondition, spec: InflationSpec = InflationSpec()) -> UNe
             unet.config.block_out_channels[0], spec.heads, groups, spec.layers,
             max_frames=None, head_dim=spec.head_dim,
         ).to(device)  # fmt: skip
+    if spec.cameras:
+        temb = video.time_embedding.linear_2.out_features
+        video.camera_embed = CameraEmbedding(temb, spec.camera_hidden or temb).to(device)
     video.inflation = spec
     return video
 
 
 def is_temporal(name: str) -> bool:
     """Whether a parameter name belongs to a layer `inflate` adds."""
-    return any(key in name for key in TEMPORAL_KEYS)
+    return any(key in name for key in (*TEMPORAL_KEYS, *VIEW_KEYS))
 
 
 def freeze_spatial(unet: UNet2DCondition) -> list[nn.Parameter]:
-    """Freeze every parameter but the temporal layers' (motion training); returns the trainable."""
+    """Freeze every parameter but the added layers' (motion training); returns the trainable."""
     trainable = []
     for name, p in unet.named_parameters():
         temporal = is_temporal(name)

@@ -1,8 +1,10 @@
-"""Layers that mix information across frames, each the identity at initialisation.
+"""Layers that mix information across frames or views, each the identity at initialisation.
 
 Spatial layers see frames folded into the batch `(b t) c h w`; these unfold them and fold pixels
-into the batch instead, so a 2D model plus these layers is a video model that, before any
-training, still computes exactly what the 2D model computed frame by frame.
+into the batch instead (or, across views, gather all views' pixels into one sequence), so a 2D
+model plus these layers is a video or multi-view model that, before any training, still computes
+exactly what the 2D model computed frame by frame. A multi-view set is a clip whose frame axis is
+a view axis, with cameras.
 """
 
 from __future__ import annotations
@@ -49,11 +51,47 @@ class TemporalTransformer(nn.Module):
         # x ((b t), c, h, w) → tokens ((b h w), t, inner) → back, plus the residual
         b, h, w = x.shape[0] // frames, x.shape[2], x.shape[3]
         clip = self.norm(rearrange(x, "(b t) c h w -> b c t h w", t=frames))
-        tokens = self.proj_in(rearrange(clip, "b c t h w -> (b h w) t c"))
+        out = self.attend(rearrange(clip, "b c t h w -> (b h w) t c"))
+        return x + rearrange(out, "(b h w) t c -> (b t) c h w", b=b, h=h, w=w)
+
+    def attend(self, tokens: Tensor) -> Tensor:
+        """(batch, n, channels) normalised tokens → the residual update, same shape."""
+        tokens = self.proj_in(tokens)
         for block in self.transformer_blocks:
             tokens = block(tokens, None)
-        out = rearrange(self.proj_out(tokens), "(b h w) t c -> (b t) c h w", b=b, h=h, w=w)
-        return x + out
+        return self.proj_out(tokens)
+
+
+class CrossViewTransformer(TemporalTransformer):
+    """Cross-view self-attention of MVDream (Shi et al. 2023): every view's pixels attend to every
+    pixel of every view of its set, `(b v) c h w → b (v h w) c`.
+
+    MVDream widens SD's own self-attention to span the views; here it is a separate residual layer
+    beside each spatial attention, with TemporalTransformer's zero-initialised output projection,
+    so the inflated U-Net starts as the 2D U-Net applied view by view and keeps every 2D key. No
+    view positions: the camera embedding tells views apart. The GroupNorm is per view, as the
+    spatial transformer's, so a view's features are normalised by its own statistics.
+    """
+
+    def __init__(self, channels: int, heads: int, head_dim: int, groups: int = 32, layers: int = 1):
+        super().__init__(channels, heads, groups, layers, max_frames=None, head_dim=head_dim)
+
+    def forward(self, x: Tensor, views: int) -> Tensor:
+        # x ((b v), c, h, w) → tokens (b, (v h w), c) → back, plus the residual
+        h, w = x.shape[2], x.shape[3]
+        out = self.attend(rearrange(self.norm(x), "(b v) c h w -> b (v h w) c", v=views))
+        return x + rearrange(out, "b (v h w) c -> (b v) c h w", v=views, h=h, w=w)
+
+
+class CameraEmbedding(nn.Sequential):
+    """MVDream's camera conditioning (Shi et al. 2023): a flattened camera-to-world 4×4 →
+    Linear-SiLU-Linear, added to the timestep embedding of each view. The last layer starts at
+    zero, so the embedding adds nothing until trained. Keys `camera_embed.{0,2}` as MVDream's."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__(nn.Linear(16, hidden), nn.SiLU(), nn.Linear(hidden, dim))
+        nn.init.zeros_(self[2].weight)
+        nn.init.zeros_(self[2].bias)
 
 
 class TemporalConv(nn.Module):

@@ -3,7 +3,8 @@
 Parameter names equal diffusers' `UNet2DConditionModel`, so a diffusers `unet/` folder loads without
 renaming and temporal layers added by inflation leave every spatial key where it was. The forward
 takes images `(b, c, h, w)` or clips `(b, c, t, h, w)`: frames fold into the batch for the spatial
-layers, so an image is simply a one-frame clip.
+layers, so an image is simply a one-frame clip, and a multi-view set (MVDream) is a clip whose
+frames are views, with one camera per view.
 """
 
 from __future__ import annotations
@@ -225,8 +226,10 @@ class UNetBlock(nn.Module):
             self.upsamplers = nn.ModuleList([Upsample(out_channels)])
         # Filled by `inflate` (spacetime.models.inflate); empty in an image U-Net, so they add no
         # parameters and no keys. Names follow ModelScope's (temp_convs, temp_attentions) and
-        # AnimateDiff's (motion_modules) diffusers layouts.
+        # AnimateDiff's (motion_modules) diffusers layouts; view_attentions (MVDream's cross-view
+        # attention, one per spatial attention) is spacetime's own.
         self.temp_convs = nn.ModuleList()
+        self.view_attentions = nn.ModuleList()
         self.temp_attentions = nn.ModuleList()
         self.motion_modules = nn.ModuleList()
 
@@ -234,12 +237,14 @@ class UNetBlock(nn.Module):
         return modules[j](h, frames) if j < len(modules) else h
 
     def _after_attention(self, j: int, h: Tensor, frames: int) -> Tensor:
+        h = self._temporal(self.view_attentions, j, h, frames)
         h = self._temporal(self.temp_attentions, j, h, frames)
         return self._temporal(self.motion_modules, j, h, frames)
 
     def layer(self, j: int, h: Tensor, temb: Tensor, context: Tensor | None, frames: int) -> Tensor:
-        """Resnet j, its temporal conv, its spatial transformer, its temporal attention and motion
-        module (those present): diffusers' 2D, ModelScope 3D and AnimateDiff blocks in one order."""
+        """Resnet j, its temporal conv, its spatial transformer, its cross-view attention, temporal
+        attention and motion module (those present): diffusers' 2D, ModelScope 3D, AnimateDiff and
+        MVDream blocks in one order."""
         h = self._temporal(self.temp_convs, j, self.resnets[j](h, temb), frames)
         if j < len(self.attentions):
             h = self.attentions[j](h, context)
@@ -268,6 +273,8 @@ class UNet2DCondition(nn.Module):
         # in an image U-Net.
         self.transformer_in: nn.Module | None = None
         self.time_embedding = TimestepEmbedding(ch[0], temb)
+        # MVDream's camera MLP, added to the timestep embedding; set by `inflate` with cameras.
+        self.camera_embed: nn.Module | None = None
         levels = len(ch)
         heads = [h if a else None for h, a in zip(cfg.heads, cfg.attention, strict=True)]
 
@@ -326,17 +333,47 @@ class UNet2DCondition(nn.Module):
         )  # fmt: skip
         return self.time_embedding(t.to(dtype))
 
-    def forward(self, x: Tensor, timestep: Tensor | float, context: Tensor | None) -> Tensor:
-        """x (b, c, h, w) or (b, c, t, h, w); timestep scalar or (b,); context (b, n, d)."""
+    def embed_cameras(self, cameras: Tensor, batch: int, frames: int) -> Tensor:
+        """Camera-to-world matrices (b, v, 4, 4) or ((b v), 4, 4) → ((b v), 4·c0) embeddings."""
+        if self.camera_embed is None:
+            raise ValueError(
+                "this U-Net has no camera conditioning: got cameras, but it was not inflated with "
+                "InflationSpec(cameras=True)"
+            )
+        expected = (batch, frames, 4, 4)
+        if cameras.shape not in (expected, (batch * frames, 4, 4)):
+            raise ValueError(
+                f"cameras must be (b, v, 4, 4) = {expected} or (b·v, 4, 4) = "
+                f"{(batch * frames, 4, 4)} camera-to-world matrices, got {tuple(cameras.shape)}"
+            )
+        flat = rearrange(cameras.reshape(batch * frames, 4, 4), "n i j -> n (i j)")
+        return self.camera_embed(flat.to(self.conv_in.weight.device, self.conv_in.weight.dtype))
+
+    def forward(
+        self,
+        x: Tensor,
+        timestep: Tensor | float,
+        context: Tensor | None,
+        cameras: Tensor | None = None,
+    ) -> Tensor:
+        """x (b, c, h, w) or (b, c, t, h, w); timestep scalar or (b,); context (b, n, d).
+
+        cameras: camera-to-world 4×4s (OpenGL convention, spacetime.world.Camera), (b, v, 4, 4) or
+        ((b v), 4, 4), one per frame of a multi-view set (v = t; an image is one view). Only a
+        U-Net inflated with cameras takes them; one that has them runs without (no camera term).
+        """
         video = x.ndim == 5
         frames = x.shape[2] if video else 1
         if video:
             x = rearrange(x, "b c t h w -> (b t) c h w")
-        temb = self.embed_time(timestep, x.shape[0] // frames, x.dtype)
+        batch = x.shape[0] // frames
+        temb = self.embed_time(timestep, batch, x.dtype)
         if frames > 1:
             temb = temb.repeat_interleave(frames, dim=0)
             if context is not None:
                 context = context.repeat_interleave(frames, dim=0)
+        if cameras is not None:
+            temb = temb + self.embed_cameras(cameras, batch, frames).to(temb.dtype)
 
         # (b t) c h w from here on
         h = self.conv_in(x)

@@ -173,8 +173,12 @@ class DiffusionPipeline:
         req: GenerationRequest,
         precision: str | None = None,
         progress: Callable[[int, int], None] | None = None,
+        cameras: Tensor | None = None,
     ) -> Tensor:
-        """Run the sampler; returns clean latents (b, 4, h/8, w/8) or (b, 4, t, h/8, w/8)."""
+        """Run the sampler; returns clean latents (b, 4, h/8, w/8) or (b, 4, t, h/8, w/8).
+
+        `cameras` (b, t, 4, 4) camera-to-world matrices go to a camera-conditioned U-Net with
+        every call (both guidance branches): a multi-view set is a clip whose frames are views."""
         c = self.components
         factor = c.vae.config.downscale
         if req.height % factor or req.width % factor:
@@ -183,6 +187,10 @@ class DiffusionPipeline:
                 f"got {req.height}x{req.width}"
             )
         windows = self.context_windows(req)
+        if cameras is not None and windows is not None:
+            raise SpacetimeError(
+                "a multi-view set (cameras) is denoised whole; context windows do not apply"
+            )
         compute = self._compute(precision)
         with compute:
             cond, uncond = self.encode_prompts(req)
@@ -201,9 +209,16 @@ class DiffusionPipeline:
         x = torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device)
         x = x * plan.init_noise_sigma
 
+        cameras = None if cameras is None else cameras.to(self.device, torch.float32)
+
         def net(x_t: Tensor, t: Tensor, context: Tensor) -> Tensor:
             x_t = x_t.to(self.dtype).contiguous(memory_format=_layout(x_t))
-            return c.unet(x_t, t.to(self.device), context.to(self.dtype)).float()
+            t, context = t.to(self.device), context.to(self.dtype)
+            if cameras is None:
+                return c.unet(x_t, t, context).float()
+            # Guidance stacks [uncond, cond] along the batch: each half takes the same cameras.
+            cams = cameras.repeat(len(x_t) // len(cameras), 1, 1, 1)
+            return c.unet(x_t, t, context, cameras=cams).float()
 
         if windows is not None:
             net = windowed(net, windows)

@@ -7,14 +7,14 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-TASKS = ("vae", "text2image", "motion", "video_vae")
+TASKS = ("vae", "text2image", "motion", "video_vae", "multiview")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run depends on; the same config and seed give the same weights."""
 
-    task: str = "vae"  # vae | text2image | motion | video_vae
+    task: str = "vae"  # vae | text2image | motion | video_vae | multiview
     preset: str = "world"  # model sizes, see spacetime/models/presets.py
     steps: int = 1000
     batch_size: int = 32  # global batch, split evenly across processes
@@ -31,11 +31,18 @@ class TrainConfig:
     kl_weight: float = 1e-6  # vae: KL(q(z|x) || N(0, I)) weight, small as in LDM
     caption_dropout: float = 0.1  # text2image: empty captions teach the unconditional model (CFG)
     vae: str = ""  # text2image, video_vae: folder of the trained image VAE (or its model folder)
-    base: str = ""  # motion: the image model to inflate (a diffusers folder)
+    base: str = ""  # motion, multiview: the image model to inflate (a diffusers folder)
     frames: int = 16  # motion, video_vae: frames per training clip
     temporal_weight: float = 1.0  # video_vae: L1 on frame-to-frame differences (against flicker)
     train_text: bool = False  # motion: also fine-tune the text encoder (to learn motion words)
     threads: int = 0  # torch intra-op threads per process; 0 = torch's default
+    # multiview: sets of `views` renders 360/views degrees apart in azimuth, drawn from a render
+    # cache on a grid of azimuths (every azimuth_step) and elevations (0 to max_elevation, every
+    # elevation_step), at distance 3
+    views: int = 4
+    azimuth_step: float = 15.0
+    elevation_step: float = 7.5
+    max_elevation: float = 30.0
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -44,13 +51,25 @@ class TrainConfig:
             raise ValueError(
                 f"mixed_precision must be 'no' or 'bf16', got {self.mixed_precision!r}"
             )
-        for name in ("steps", "batch_size", "checkpoint_every", "keep_checkpoints"):
+        for name in ("steps", "batch_size", "checkpoint_every", "keep_checkpoints", "views"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.task in ("text2image", "video_vae") and not self.vae:
             raise ValueError(f"{self.task} training needs `vae:` (a trained VAE folder)")
-        if self.task == "motion" and not self.base:
-            raise ValueError("motion training needs `base:` (the image model to inflate)")
+        if self.task in ("motion", "multiview") and not self.base:
+            raise ValueError(f"{self.task} training needs `base:` (the image model to inflate)")
+        if self.task == "multiview":
+            spacing = 360 / self.views
+            if self.azimuth_step <= 0 or spacing % self.azimuth_step:
+                raise ValueError(
+                    f"azimuth_step must divide the {spacing:g} degrees between {self.views} views, "
+                    f"got {self.azimuth_step}"
+                )
+            if self.elevation_step <= 0 or not 0 <= self.max_elevation < 90:
+                raise ValueError(
+                    "elevation_step must be > 0 and max_elevation in [0, 90), got "
+                    f"{self.elevation_step} and {self.max_elevation}"
+                )
 
 
 def _coerce(name: str, value, kind):

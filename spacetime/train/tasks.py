@@ -35,6 +35,7 @@ from spacetime.models.vae import AutoencoderKL, VAEConfig
 from spacetime.sampling import NoiseSchedule
 from spacetime.train.config import TrainConfig, make_config
 from spacetime.train.loop import rank_slice
+from spacetime.train.multiview import MultiViewTask
 
 TEXT_LENGTH = 16  # world captions are at most 9 words; 16 tokens keeps cross-attention cheap
 
@@ -127,7 +128,7 @@ def load_vae(folder: str | Path) -> AutoencoderKL:
 
 class DenoisingLoss(nn.Module):
     """ε-prediction loss ‖ε − ε̂(√ᾱ x0 + √(1−ᾱ) ε, t, text)‖² (DDPM, Ho et al. 2020), text encoder
-    trained jointly."""
+    trained jointly; further batch entries (a multi-view set's `cameras`) go to the U-Net."""
 
     def __init__(self, unet: UNet2DCondition, text_model: nn.Module, alphas_cumprod: Tensor):
         super().__init__()
@@ -135,11 +136,11 @@ class DenoisingLoss(nn.Module):
         self.text_model = text_model
         self.register_buffer("alphas_cumprod", alphas_cumprod, persistent=False)
 
-    def forward(self, ids: Tensor, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+    def forward(self, ids: Tensor, x0: Tensor, t: Tensor, noise: Tensor, **conditioning) -> Tensor:
         context = self.text_model(ids)
         abar = self.alphas_cumprod[t].view(-1, *([1] * (x0.ndim - 1)))
         x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
-        return F.mse_loss(self.unet(x_t, t, context).float(), noise)
+        return F.mse_loss(self.unet(x_t, t, context, **conditioning).float(), noise)
 
 
 class TextToImageTask:
@@ -330,4 +331,4 @@ class VideoVAETask:
 
 
 TASKS = {"vae": VAETask, "text2image": TextToImageTask, "motion": MotionTask,
-         "video_vae": VideoVAETask}  # fmt: skip
+         "video_vae": VideoVAETask, "multiview": MultiViewTask}  # fmt: skip
