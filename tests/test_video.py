@@ -217,3 +217,29 @@ def test_original_animatediff_files_load_like_the_adapter(
     loaded = load_motion_adapter(load_components(sd).unet, tmp_path / "mm.safetensors")
     assert loaded.inflation.heads == 8
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in motion.items())
+
+
+def test_text_reading_motion_modules(model_and_motion, tmp_path):
+    """motion_text: identity at init, the prompt reaches the motion modules, and the adapter
+    records it so that it loads back as the same model."""
+    from spacetime.formats.motion import TEXT_KEY
+    from spacetime.formats.weights import read_json
+
+    sd, _, _ = model_and_motion
+    image = load_components(sd).unet
+    unet = inflate(image, InflationSpec(heads=2, motion_text=True))
+    dim = image.config.cross_attention_dim
+    x, t = torch.randn(1, 4, 5, 4, 4), torch.tensor([300])
+    ctx, other = torch.randn(1, 6, dim), torch.randn(1, 6, dim)
+    with torch.no_grad():
+        frames = torch.stack([image(x[:, :, i], t, ctx) for i in range(5)], 2)
+        torch.testing.assert_close(unet(x, t, ctx), frames, atol=1e-5, rtol=1e-5)
+        for block in [*unet.down_blocks, unet.mid_block, *unet.up_blocks]:
+            tiny.randomize(block.motion_modules, 5, 0.05)
+        # Same spatial path, different text only in what the motion modules read.
+        assert not torch.allclose(unet(x, t, ctx), unet(x, t, other))
+    save_motion_adapter(unet, tmp_path / "m")
+    assert read_json(tmp_path / "m" / "config.json")[TEXT_KEY] is True
+    loaded = load_motion_adapter(image, tmp_path / "m")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, t, ctx), unet(x, t, ctx))

@@ -11,6 +11,10 @@ from spacetime.models.inflate import InflationSpec, inflate
 from spacetime.models.text import TextEncoder
 from spacetime.models.unet import UNet2DCondition
 
+# spacetime's text-reading motion modules (InflationSpec.motion_text) record themselves under this
+# key; diffusers' MotionAdapter has no such option and cannot load such an adapter.
+TEXT_KEY = "spacetime_motion_reads_text"
+
 
 def _single(cfg: dict, key: str, default):
     value = cfg.get(key, default)
@@ -33,6 +37,7 @@ def spec_from_adapter_config(cfg: dict) -> InflationSpec:
         heads=_single(cfg, "motion_num_attention_heads", 8),
         layers=_single(cfg, "motion_transformer_layers_per_block", 1),
         max_frames=cfg.get("motion_max_seq_length", 32),
+        motion_text=bool(cfg.get(TEXT_KEY, False)),
     )
 
 
@@ -102,6 +107,8 @@ def save_motion_adapter(unet: UNet2DCondition, path: str | os.PathLike) -> Path:
         "use_motion_mid_block": spec.mid_block_motion,
         "conv_in_channels": None,
     }
+    if spec.motion_text:
+        config[TEXT_KEY] = True
     weights = {k: v for k, v in unet.state_dict().items() if ".motion_modules." in k}
     save_component(Path(path), config, weights, "diffusion_pytorch_model")
     return Path(path)

@@ -44,6 +44,8 @@ class InflationSpec:
     head_dim: int = 64
     layers: int = 1  # transformer blocks per motion module / temporal or cross-view attention
     max_frames: int = 32  # frame positions the motion modules know (24 in AnimateDiff v1)
+    # spacetime: the motion modules' second attention reads the prompt instead of the frames
+    motion_text: bool = False
     # MVDream (multi-view sets: the frame axis is a view axis)
     cameras: bool = False  # camera-to-world 4x4 -> MLP -> added to each view's timestep embedding
     view_attention: bool = False  # cross-view self-attention beside each spatial attention
@@ -138,7 +140,14 @@ def inflate(unet: UNet2DCondition, spec: InflationSpec = InflationSpec()) -> UNe
         if spec.motion_modules and (not mid or spec.mid_block_motion):
             count = len(block.attentions) if mid else len(block.resnets)
             block.motion_modules = nn.ModuleList(
-                TemporalTransformer(channels, spec.heads, groups, spec.layers, spec.max_frames)
+                TemporalTransformer(
+                    channels,
+                    spec.heads,
+                    groups,
+                    spec.layers,
+                    spec.max_frames,
+                    context_dim=unet.config.cross_attention_dim if spec.motion_text else None,
+                )  # fmt: skip
                 for _ in range(count)
             ).to(device)
     if spec.transformer_in:

@@ -9,7 +9,7 @@ a view axis, with cameras.
 
 from __future__ import annotations
 
-from einops import rearrange
+from einops import rearrange, repeat
 from torch import Tensor, nn
 
 from spacetime.models.layers import TransformerBlock
@@ -24,6 +24,10 @@ class TemporalTransformer(nn.Module):
     `transformer_in`) has none (`max_frames=None`) and may run wider than its input
     (`heads · head_dim ≠ channels`). In both the block's second attention attends to the frames
     again, not to text; the GroupNorm spans all frames, as diffusers' does.
+
+    With `context_dim` the second attention attends to the prompt instead (spacetime's
+    text-conditioned motion module): each pixel's frame sequence reads the text, so a motion word
+    can steer the motion directly rather than only through the frozen spatial cross-attention.
     """
 
     def __init__(
@@ -34,31 +38,39 @@ class TemporalTransformer(nn.Module):
         layers: int = 1,
         max_frames: int | None = 32,
         head_dim: int | None = None,
+        context_dim: int | None = None,
     ):
         super().__init__()
         inner = heads * (head_dim or channels // heads)
+        self.reads_text = context_dim is not None
         self.norm = nn.GroupNorm(groups, channels, eps=1e-6)
         self.proj_in = nn.Linear(channels, inner)
         self.transformer_blocks = nn.ModuleList(
-            TransformerBlock(inner, heads, inner // heads, None, positions=max_frames or 0)
+            TransformerBlock(inner, heads, inner // heads, context_dim, positions=max_frames or 0)
             for _ in range(layers)
         )
         self.proj_out = nn.Linear(inner, channels)
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
 
-    def forward(self, x: Tensor, frames: int) -> Tensor:
+    def forward(self, x: Tensor, frames: int, context: Tensor | None = None) -> Tensor:
         # x ((b t), c, h, w) → tokens ((b h w), t, inner) → back, plus the residual
         b, h, w = x.shape[0] // frames, x.shape[2], x.shape[3]
         clip = self.norm(rearrange(x, "(b t) c h w -> b c t h w", t=frames))
-        out = self.attend(rearrange(clip, "b c t h w -> (b h w) t c"))
+        text = None
+        if self.reads_text:
+            if context is None:
+                raise ValueError("this motion module reads the prompt: pass the text context")
+            # context arrives repeated per frame ((b t), n, d): one copy per pixel sequence
+            text = repeat(context[::frames], "b n d -> (b h w) n d", h=h, w=w)
+        out = self.attend(rearrange(clip, "b c t h w -> (b h w) t c"), text)
         return x + rearrange(out, "(b h w) t c -> (b t) c h w", b=b, h=h, w=w)
 
-    def attend(self, tokens: Tensor) -> Tensor:
+    def attend(self, tokens: Tensor, context: Tensor | None = None) -> Tensor:
         """(batch, n, channels) normalised tokens → the residual update, same shape."""
         tokens = self.proj_in(tokens)
         for block in self.transformer_blocks:
-            tokens = block(tokens, None)
+            tokens = block(tokens, context)
         return self.proj_out(tokens)
 
 

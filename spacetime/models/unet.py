@@ -236,10 +236,12 @@ class UNetBlock(nn.Module):
     def _temporal(self, modules: nn.ModuleList, j: int, h: Tensor, frames: int) -> Tensor:
         return modules[j](h, frames) if j < len(modules) else h
 
-    def _after_attention(self, j: int, h: Tensor, frames: int) -> Tensor:
+    def _after_attention(self, j: int, h: Tensor, frames: int, context: Tensor | None) -> Tensor:
         h = self._temporal(self.view_attentions, j, h, frames)
         h = self._temporal(self.temp_attentions, j, h, frames)
-        return self._temporal(self.motion_modules, j, h, frames)
+        if j < len(self.motion_modules):  # a text-reading motion module needs the prompt
+            h = self.motion_modules[j](h, frames, context)
+        return h
 
     def layer(self, j: int, h: Tensor, temb: Tensor, context: Tensor | None, frames: int) -> Tensor:
         """Resnet j, its temporal conv, its spatial transformer, its cross-view attention, temporal
@@ -248,14 +250,14 @@ class UNetBlock(nn.Module):
         h = self._temporal(self.temp_convs, j, self.resnets[j](h, temb), frames)
         if j < len(self.attentions):
             h = self.attentions[j](h, context)
-        return self._after_attention(j, h, frames)
+        return self._after_attention(j, h, frames, context)
 
     def mid(self, h: Tensor, temb: Tensor, context: Tensor | None, frames: int) -> Tensor:
         """resnet → (attention → temporal attention → motion module → resnet)*, each resnet
         followed by its temporal conv (diffusers' `UNetMidBlock3DCrossAttn` order)."""
         h = self._temporal(self.temp_convs, 0, self.resnets[0](h, temb), frames)
         for j, attn in enumerate(self.attentions):
-            h = self._after_attention(j, attn(h, context), frames)
+            h = self._after_attention(j, attn(h, context), frames, context)
             h = self._temporal(self.temp_convs, j + 1, self.resnets[j + 1](h, temb), frames)
         return h
 

@@ -35,6 +35,7 @@ class TrainConfig:
     frames: int = 16  # motion, video_vae: frames per training clip
     temporal_weight: float = 1.0  # video_vae: L1 on frame-to-frame differences (against flicker)
     train_text: bool = False  # motion: also fine-tune the text encoder (to learn motion words)
+    motion_text: bool = False  # motion: motion modules cross-attend to the prompt
     threads: int = 0  # torch intra-op threads per process; 0 = torch's default
     # multiview: sets of `views` renders 360/views degrees apart in azimuth, drawn from a render
     # cache on a grid of azimuths (every azimuth_step) and elevations (0 to max_elevation, every

@@ -218,7 +218,8 @@ class MotionTask:
         from spacetime.models.inflate import InflationSpec, freeze_spatial, inflate
 
         heads = self.base.unet.config.heads[0]
-        unet = inflate(self.base.unet, InflationSpec(heads=heads, max_frames=32))
+        spec = InflationSpec(heads=heads, max_frames=32, motion_text=self.cfg.motion_text)
+        unet = inflate(self.base.unet, spec)
         freeze_spatial(unet)
         # CLIP learned "moving left" from the web; our small text encoder only ever saw still-scene
         # captions, so motion words carry nothing until the motion stage teaches it (train_text).
