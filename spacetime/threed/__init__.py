@@ -1,0 +1,22 @@
+"""Text → 3D: a voxel field distilled from a diffusion model (DreamFusion, MVDream), then a mesh.
+
+Modules, one job each: field (signed distance or density + albedo grid), render (volume rendering),
+cameras (training views), sds (score distillation math), guidance (models as SDS guides),
+regularisers, optimise (the loop), export (marching cubes, cleanup, .glb/.obj/.ply), rasterise
+(mesh renders and turntables), metrics (against the world's primitives), pipeline (text_to_mesh).
+This package module stays free of torch so that `python -m spacetime.mesh --help` is instant.
+"""
+
+# Sized for a prompt → mesh in under 3 minutes on one core of a 2-core CPU with the world models
+# (300 four-view steps at 64x64: ~0.45 s each, then marching cubes and a turntable).
+DEFAULT_STEPS = 300
+
+__all__ = ["DEFAULT_STEPS", "text_to_mesh"]
+
+
+def __getattr__(name: str):
+    if name == "text_to_mesh":
+        from spacetime.threed.pipeline import text_to_mesh
+
+        return text_to_mesh
+    raise AttributeError(f"module 'spacetime.threed' has no attribute {name!r}")

@@ -1,0 +1,113 @@
+"""Score Distillation Sampling (DreamFusion, Poole et al. 2022): the math, free of any model.
+
+grad = w(t) (eps_hat(z_t; y, t) - eps) with z_t = sqrt(abar_t) z + sqrt(1 - abar_t) eps, and no
+gradient through the denoiser. It enters autograd as a loss whose gradient w.r.t. z is exactly grad.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from spacetime.errors import SpacetimeError
+
+WEIGHTINGS = ("sds", "uniform", "sigma")
+ANNEALING = ("none", "linear", "sqrt")
+
+
+@dataclass(frozen=True)
+class SDSConfig:
+    """Guidance scale, timestep weighting and range, and how the top of the range anneals.
+
+    t_min, t_max, t_max_end are fractions of the training timesteps. Annealing t_max down over the
+    run (threestudio's max_step_percent, DreamTime) settles coarse shape first, detail last."""
+
+    guidance: float = 50.0  # MVDream's scale; DreamFusion used 100 with a single-view model
+    weighting: str = "sds"
+    t_min: float = 0.02
+    t_max: float = 0.98
+    t_max_end: float = 0.5  # t_max at the last step (unused with anneal="none")
+    anneal: str = "linear"
+
+    def __post_init__(self):
+        if self.guidance < 0:
+            raise SpacetimeError(f"guidance must be >= 0, got {self.guidance}")
+        if self.weighting not in WEIGHTINGS:
+            raise SpacetimeError(
+                f"unknown weighting {self.weighting!r}; expected one of {WEIGHTINGS}"
+            )
+        if self.anneal not in ANNEALING:
+            raise SpacetimeError(f"unknown annealing {self.anneal!r}; expected one of {ANNEALING}")
+        if not (
+            0
+            <= self.t_min
+            <= min(self.t_max, self.t_max_end)
+            <= max(self.t_max, self.t_max_end)
+            <= 1
+        ):
+            raise SpacetimeError(
+                "timestep fractions need 0 <= t_min <= t_max, t_max_end <= 1, got "
+                f"t_min={self.t_min}, t_max={self.t_max}, t_max_end={self.t_max_end}"
+            )
+
+
+def timestep_range(cfg: SDSConfig, step: int, steps: int, train_timesteps: int) -> tuple[int, int]:
+    """Integer timesteps [lo, hi] to draw from at `step` of `steps` (0-based): t_max moves to
+    t_max_end linearly in the run's progress, or as its square root (faster early)."""
+    progress = step / max(steps - 1, 1)
+    if cfg.anneal == "sqrt":
+        progress = progress**0.5
+    top = cfg.t_max if cfg.anneal == "none" else cfg.t_max + (cfg.t_max_end - cfg.t_max) * progress
+    last = train_timesteps - 1
+    lo = round(cfg.t_min * last)
+    return lo, max(lo, round(top * last))
+
+
+def weight(abar: Tensor, weighting: str) -> Tensor:
+    """w(t): "sds" 1 - abar (DreamFusion), "uniform" 1, "sigma" sqrt((1 - abar) / abar), which
+    makes SDS the x0-space loss 1/2 |z - x0_hat|^2 that MVDream trains with."""
+    if weighting == "sds":
+        return 1 - abar
+    if weighting == "uniform":
+        return torch.ones_like(abar)
+    if weighting == "sigma":
+        return ((1 - abar) / abar).sqrt()
+    raise ValueError(f"unknown weighting {weighting!r}; expected one of {WEIGHTINGS}")
+
+
+def epsilon(prediction: Tensor, x_t: Tensor, abar: Tensor, prediction_type: str) -> Tensor:
+    """The noise a network's output implies, whatever it predicts (eps, v or x0)."""
+    if prediction_type == "epsilon":
+        return prediction
+    if prediction_type == "v_prediction":  # v = sqrt(abar) eps - sqrt(1 - abar) x0
+        return abar.sqrt() * prediction + (1 - abar).sqrt() * x_t
+    if prediction_type == "sample":
+        return (x_t - abar.sqrt() * prediction) / (1 - abar).sqrt()
+    raise ValueError(f"unknown prediction type {prediction_type!r}")
+
+
+def sds_gradient(
+    predict_noise: Callable[[Tensor], Tensor],
+    latents: Tensor,
+    abar: Tensor,
+    weighting: str,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """w(t) (eps_hat - eps) for clean `latents` at noise level abar = abar_t (DreamFusion eq. 3);
+    `predict_noise(z_t)` is the guided noise prediction at that timestep."""
+    noise = torch.randn(latents.shape, generator=generator, dtype=latents.dtype).to(latents.device)
+    with torch.no_grad():
+        z_t = abar.sqrt() * latents.detach() + (1 - abar).sqrt() * noise
+        return weight(abar, weighting) * (predict_noise(z_t) - noise)
+
+
+def sds_loss(latents: Tensor, grad: Tensor) -> Tensor:
+    """A loss whose gradient w.r.t. the latents is exactly `grad` and whose value is threestudio's
+    1/2 |z - sg(z - grad)|^2 = 1/2 |grad|^2. Written as <z, sg(grad)> plus a constant: the
+    textbook form's z - (z - grad) rounds, this one's backward multiplies grad by exactly 1."""
+    grad = grad.detach()
+    linear = (latents * grad).sum()
+    return linear - linear.detach() + 0.5 * (grad**2).sum()

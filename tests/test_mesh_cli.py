@@ -1,0 +1,113 @@
+"""`python -m spacetime.mesh` and examples/text_to_mesh.py: outputs, progress, and one clear line
+for bad input, with nothing written."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+from PIL import Image
+from test_threed import tiny_components
+
+from spacetime.formats.diffusers import save_diffusers
+from spacetime.mesh import main
+
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mesh-cli")
+    save_diffusers(tiny_components(folder), folder / "tiny")
+    return folder / "tiny"
+
+
+def run_cli(args, capsys):
+    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_writes_a_coloured_glb_and_a_turntable(model, tmp_path, capsys):
+    out, preview = tmp_path / "sub" / "cube.glb", tmp_path / "turn.gif"
+    code, stdout, stderr = run_cli(
+        ["a red cube", "--model", model, "--steps", "2", "--resolution", "24", "--out", out,
+         "--preview", preview, "--device", "cpu"], capsys,
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert f"wrote {out}" in stdout and f"wrote {preview}" in stdout
+    assert "distilling" in stderr and "loss=" in stderr  # the progress bar shows the loss
+    assert "no camera conditioning" in stderr  # the tiny model is a plain image model
+    mesh = trimesh.load(out, process=False, force="mesh")
+    assert len(mesh.faces) > 0 and mesh.visual.kind == "vertex"
+    assert Image.open(preview).n_frames > 1
+
+
+def test_single_view_writes_obj(model, tmp_path, capsys):
+    out = tmp_path / "m.obj"
+    code, _, stderr = run_cli(
+        ["a red cube", "--model", model, "--steps", "1", "--resolution", "16", "--out", out,
+         "--single-view", "--guidance", "20"], capsys,
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert len(trimesh.load(out, process=False, force="mesh").vertices) > 0
+    assert "no camera conditioning" not in stderr
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--out", "x.stl"], "extension must be one of .glb, .obj, .ply"),
+        (["--preview", "x.txt"], "extension must be one of .mp4, .gif, .webp"),
+        (["--steps", "0"], "steps must be >= 1, got 0"),
+        (["--resolution", "4"], "resolution must be in [8, 512], got 4"),
+        (["--guidance", "-1"], "guidance must be >= 0, got -1.0"),
+        (["--out", "blocker/m.glb"], "is not a writable folder"),
+        (["--model", "no/such/model/here"], "model not found"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(
+    model, tmp_path, capsys, monkeypatch, flags, message
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    args = ["a red cube", "--model", model, "--steps", "1", *flags]
+    code, stdout, stderr = run_cli(args, capsys)
+    assert code == 2
+    assert stderr.startswith("error: ") and message in stderr and stderr.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker"]
+
+
+def test_empty_prompt_is_refused(capsys):
+    code, _, stderr = run_cli(["  "], capsys)
+    assert code == 2 and "the prompt is empty" in stderr
+
+
+def test_without_a_shipped_multiview_model_asks_for_one(tmp_path, capsys, monkeypatch):
+    import spacetime.formats.load as load
+
+    monkeypatch.setattr(load, "default_model", lambda kind="image": None)
+    code, _, stderr = run_cli(["a red cube", "--out", tmp_path / "m.glb"], capsys)
+    assert code == 2 and "no default multiview model: give --model" in stderr
+    assert "--single-view" in stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_text_to_mesh_example(model, tmp_path):
+    out, preview = tmp_path / "cube.ply", tmp_path / "turn.gif"
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "text_to_mesh.py"), "a red cube", str(out),
+         "--model", str(model), "--steps", "1", "--preview", str(preview)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    mesh = trimesh.load(out, process=False, force="mesh")
+    assert np.asarray(mesh.visual.vertex_colors).shape == (len(mesh.vertices), 4)
+    assert Image.open(preview).n_frames == 24
