@@ -36,6 +36,7 @@ class TrainConfig:
     temporal_weight: float = 1.0  # video_vae: L1 on frame-to-frame differences (against flicker)
     train_text: bool = False  # motion: also fine-tune the text encoder (to learn motion words)
     motion_text: bool = False  # motion: motion modules cross-attend to the prompt
+    high_noise_fraction: float = 0.0  # motion: share of samples with t drawn from [600, 1000)
     threads: int = 0  # torch intra-op threads per process; 0 = torch's default
     # multiview: sets of `views` renders 360/views degrees apart in azimuth, drawn from a render
     # cache on a grid of azimuths (every azimuth_step) and elevations (0 to max_elevation, every

@@ -242,6 +242,11 @@ class MotionTask:
         ids = self.base.text_encoder.tokenize(captions)
         x0 = self.base.vae.encode(x, generator=g)  # (b, 4, t, h/8, w/8), frame by frame
         t = torch.randint(0, 1000, (len(captions),), generator=g)
+        # Below high noise the noisy clip itself shows which way the object moves; only at high
+        # noise must the prompt decide it, so that is where the text pathway learns.
+        if self.cfg.high_noise_fraction > 0:
+            high = torch.rand(len(captions), generator=g) < self.cfg.high_noise_fraction
+            t = torch.where(high, torch.randint(600, 1000, t.shape, generator=g), t)
         noise = torch.randn(x0.shape, generator=g)
         batch = {"ids": ids, "x0": x0, "t": t, "noise": noise}
         return {k: rank_slice(v, rank, world_size) for k, v in batch.items()}
