@@ -78,6 +78,9 @@ def train(
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     module = task.build()
+    frozen = getattr(task, "frozen", list)()  # e.g. the VAE that encodes batches
+    for m in frozen:
+        m.to(accelerator.device)
     params = [p for p in module.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, eps=cfg.adam_eps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
@@ -130,6 +133,8 @@ def train(
 
     accelerator.wait_for_everyone()
     model_dir = out / "model"
+    for m in frozen:
+        m.to("cpu")
     if accelerator.is_main_process:
         final = copy.deepcopy(accelerator.unwrap_model(module))  # keep the live weights intact
         ema.copy_to(final)

@@ -157,6 +157,9 @@ class MultiViewTask:
         self.base.vae.eval()
         self.cache = ViewCache(ViewGrid.from_config(cfg))
 
+    def frozen(self) -> list[nn.Module]:
+        return [self.base.vae]
+
     def build(self) -> nn.Module:
         from spacetime.models.inflate import inflate
         from spacetime.models.presets import WORLD_MULTIVIEW
@@ -172,7 +175,7 @@ class MultiViewTask:
 
     @torch.no_grad()
     def batch(self, step: int, rank: int, world_size: int) -> dict[str, Tensor]:
-        from spacetime.train.tasks import _generator
+        from spacetime.train.tasks import _generator, on_device_of
 
         rng = np.random.default_rng([self.cfg.seed, step])
         sets = sample_view_sets(rng, self.cfg.batch_size, self.cache.grid, self.cfg.views)
@@ -182,7 +185,8 @@ class MultiViewTask:
         drop = torch.rand(len(captions), generator=g) < self.cfg.caption_dropout
         captions = ["" if d else c for c, d in zip(captions, drop.tolist(), strict=True)]
         ids = self.base.text_encoder.tokenize(captions)
-        x0 = self.base.vae.encode(x, generator=g)  # (b, 4, v, h/8, w/8), view by view
+        # (b, 4, v, h/8, w/8), view by view
+        x0 = self.base.vae.encode(on_device_of(self.base.vae, x), generator=g)
         # One noise level per set, shared by its views (MVDream): they are denoised together.
         t = torch.randint(0, self.base.schedule.num_train_timesteps, (len(sets),), generator=g)
         noise = torch.randn(x0.shape, generator=g)

@@ -51,6 +51,12 @@ def world_images(cfg: TrainConfig, step: int, split: str = "train") -> tuple[Ten
     return world.images_to_tensor(world.render_scenes(scenes)), [s.caption() for s in scenes]
 
 
+def on_device_of(module: nn.Module, x: Tensor) -> Tensor:
+    """x moved to where a frozen module lives (the loop places them on the training device, so
+    a GPU encodes batches instead of the host's CPU)."""
+    return x.to(next(module.parameters()).device)
+
+
 def psnr(a: Tensor, b: Tensor) -> float:
     """Peak signal-to-noise ratio of images in [-1, 1], in dB."""
     mse = F.mse_loss(a.clamp(-1, 1), b.clamp(-1, 1)).item() / 4  # on a [0, 1] scale
@@ -157,6 +163,10 @@ class TextToImageTask:
         self.tokenizer = Tokenizer.wrap(tok)
         self.schedule = NoiseSchedule()  # SD 1.x's: scaled-linear betas 0.00085–0.012, ε
 
+    def frozen(self) -> list[nn.Module]:
+        """Modules that only make batches; the loop puts them on the training device."""
+        return [self.vae]
+
     def build(self) -> nn.Module:
         return DenoisingLoss(
             UNet2DCondition(self.unet_config),
@@ -171,7 +181,7 @@ class TextToImageTask:
         drop = torch.rand(len(captions), generator=g) < self.cfg.caption_dropout
         captions = ["" if d else c for c, d in zip(captions, drop.tolist(), strict=True)]
         ids = self.tokenizer(captions)
-        x0 = self.vae.encode(x, generator=g)
+        x0 = self.vae.encode(on_device_of(self.vae, x), generator=g)
         t = torch.randint(0, self.schedule.num_train_timesteps, (len(captions),), generator=g)
         noise = torch.randn(x0.shape, generator=g)
         batch = {"ids": ids, "x0": x0, "t": t, "noise": noise}
@@ -214,6 +224,9 @@ class MotionTask:
         self.base = load_components(cfg.base)
         self.base.vae.eval()
 
+    def frozen(self) -> list[nn.Module]:
+        return [self.base.vae]
+
     def build(self) -> nn.Module:
         from spacetime.models.inflate import InflationSpec, freeze_spatial, inflate
 
@@ -240,7 +253,8 @@ class MotionTask:
         drop = torch.rand(len(captions), generator=g) < self.cfg.caption_dropout
         captions = ["" if d else c for c, d in zip(captions, drop.tolist(), strict=True)]
         ids = self.base.text_encoder.tokenize(captions)
-        x0 = self.base.vae.encode(x, generator=g)  # (b, 4, t, h/8, w/8), frame by frame
+        # (b, 4, t, h/8, w/8), frame by frame
+        x0 = self.base.vae.encode(on_device_of(self.base.vae, x), generator=g)
         t = torch.randint(0, 1000, (len(captions),), generator=g)
         # Below high noise the noisy clip itself shows which way the object moves; only at high
         # noise must the prompt decide it, so that is where the text pathway learns.
@@ -302,6 +316,9 @@ class VideoVAETask:
         self.cfg = cfg
         self.image_vae = load_vae(cfg.vae)
 
+    def frozen(self) -> list[nn.Module]:
+        return [self.image_vae]
+
     def build(self) -> nn.Module:
         from spacetime.models.video_vae import VideoVAE
 
@@ -315,7 +332,9 @@ class VideoVAETask:
         x = world_clips(self.cfg, step)
         frames = x.shape[2]
         # Posterior samples, not means: the decoder must take whatever latents sampling ends at.
-        q = self.image_vae.posterior(rearrange(x, "b c t h w -> (b t) c h w"))
+        q = self.image_vae.posterior(
+            on_device_of(self.image_vae, rearrange(x, "b c t h w -> (b t) c h w"))
+        )
         z = rearrange(q.sample(_generator(self.cfg, step)), "(b t) c h w -> b c t h w", t=frames)
         return {"x": rank_slice(x, rank, world_size), "z": rank_slice(z, rank, world_size)}
 
