@@ -29,21 +29,29 @@ SECTION = "## Video VAE"
 TARGET = 1.5
 
 
-def child(frames: int, size: int) -> None:
+def load(path: str | None):
+    """The video VAE to measure: --vae, else the shipped one, else one freshly grown from the
+    default image VAE (the same architecture, so the same memory)."""
+    from spacetime.formats.load import default_model, load_components
+    from spacetime.formats.video_vae import load_video_vae
+    from spacetime.models.video_vae import VideoVAE
+
+    folder = path or default_model("video-vae")
+    if folder is not None:
+        return load_video_vae(folder), str(folder)
+    image = load_components(default_model("image")).vae
+    return VideoVAE.from_image_vae(image), "a fresh VideoVAE.from_image_vae(default image VAE)"
+
+
+def child(frames: int, size: int, path: str | None) -> None:
     """(In the subprocess.) Load, reset the peak counter, decode, print the JSON result."""
     import numpy as np
     import torch
 
-    from spacetime.formats.load import default_model
-    from spacetime.formats.video_vae import load_video_vae
     from spacetime.pipelines.diffusion import temporal_decode_windows
 
-    folder = default_model("video-vae")
-    if folder is None:
-        raise SystemExit(
-            "no default video VAE in this install (spacetime/assets/default-video-vae)"
-        )
-    vae = load_video_vae(folder).float().eval()
+    vae, what = load(path)
+    vae = vae.float().eval()
     f = vae.config.downscale
     z = torch.randn(1, vae.config.latent_channels, frames, size // f, size // f,
                     generator=torch.Generator().manual_seed(0))  # fmt: skip
@@ -55,11 +63,12 @@ def child(frames: int, size: int) -> None:
     peak = bench_video._status_mb("VmHWM")
     print(json.dumps({"frames": frames, "size": size, "shape": list(pixels.shape),
                       "decode_mb": peak - loaded, "checksum": int(np.asarray(pixels).sum() % 997),
-                      "windows": temporal_decode_windows(frames)}))  # fmt: skip
+                      "windows": temporal_decode_windows(frames), "vae": what}))  # fmt: skip
 
 
-def run_case(frames: int, size: int) -> dict:
+def run_case(frames: int, size: int, path: str | None) -> dict:
     cmd = [sys.executable, __file__, "--child", str(frames), str(size)]
+    cmd += ["--vae", path] if path else []
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     if out.returncode:
         raise SystemExit(f"decode of {frames} frames at {size} px failed:\n{out.stderr}")
@@ -77,8 +86,7 @@ def render(results: dict) -> str:
 
 `{results["command"]}` — {m.get("cpu", "?")}, torch {m.get("torch", "?")}.
 
-Decoding a clip with the shipped temporal decoder (`spacetime/assets/default-video-vae`), as the
-video pipeline does: clips longer than 8 frames decode in windows that keep 4 frames and see 2 more
+Decoding a clip with {results["cases"][0]["short"]["vae"]}, as the video pipeline does: clips longer than 8 frames decode in windows that keep 4 frames and see 2 more
 on each side (crossfaded). Memory is the peak resident set above the loaded process (the kernel's
 peak counter reset after loading), each case in a fresh process, fp32. Target: 64 frames ≤ {TARGET}×
 8 frames.
@@ -95,14 +103,17 @@ def main(argv: list[str] | None = None) -> None:
                    help="output sizes in pixels (default 64 256)")  # fmt: skip
     p.add_argument("--out", default=str(REPO / "docs" / "benchmarks.md"),
                    help="markdown file whose section to write, or - to only print")  # fmt: skip
+    p.add_argument("--vae", default=None,
+                   help="video VAE folder (default: the shipped one, else a fresh one grown from "
+                   "the default image VAE: memory depends on the architecture, not the weights)")  # fmt: skip
     p.add_argument("--child", type=int, nargs=2, default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.child is not None:
-        child(*a.child)
+        child(*a.child, a.vae)
         return
     cases = []
     for size in a.sizes:
-        short, long = run_case(8, size), run_case(64, size)
+        short, long = run_case(8, size, a.vae), run_case(64, size, a.vae)
         ratio = long["decode_mb"] / short["decode_mb"]
         log(f"{size} px: 8 frames {short['decode_mb']:.0f} MiB, 64 frames "
             f"{long['decode_mb']:.0f} MiB, ratio {ratio:.2f}")  # fmt: skip
