@@ -92,3 +92,17 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_max_minutes_stops_with_a_checkpoint_and_an_export(tmp_path):
+    """A time-limited run (a fixed-length GPU loan) stops early, exports, and resumes."""
+    from spacetime.train.loop import train
+
+    cfg = make_config(dict(task="vae", preset="tiny", batch_size=2, steps=5, checkpoint_every=5,
+                           max_minutes=1e-6))  # fmt: skip
+    train(cfg, VAETask(cfg), tmp_path, progress=False)
+    assert [c.name for c in checkpoints(tmp_path / "checkpoints")] == ["step_1"]
+    assert (tmp_path / "model" / "vae" / "config.json").is_file()
+    cfg = make_config({**cfg.__dict__, "max_minutes": 0.0})
+    train(cfg, VAETask(cfg), tmp_path, progress=False)
+    assert checkpoints(tmp_path / "checkpoints")[-1].name == "step_5"

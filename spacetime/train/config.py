@@ -38,6 +38,9 @@ class TrainConfig:
     motion_text: bool = False  # motion: motion modules cross-attend to the prompt
     high_noise_fraction: float = 0.0  # motion: share of samples with t drawn from [600, 1000)
     threads: int = 0  # torch intra-op threads per process; 0 = torch's default
+    # Stop after this many minutes of training (checkpoint, then export what the EMA holds) even
+    # before `steps`; a later run resumes towards `steps`. 0: no limit. For fixed-length GPU loans.
+    max_minutes: float = 0.0
     # multiview: sets of `views` renders 360/views degrees apart in azimuth, drawn from a render
     # cache on a grid of azimuths (every azimuth_step) and elevations (0 to max_elevation, every
     # elevation_step), at distance 3

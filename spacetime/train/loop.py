@@ -55,6 +55,15 @@ def _lr_lambda(cfg: TrainConfig):
     return factor
 
 
+def _agree(accelerator, flag: bool) -> bool:
+    """Rank 0's flag, on every rank."""
+    if accelerator.num_processes == 1:
+        return flag
+    from accelerate.utils import broadcast_object_list
+
+    return bool(broadcast_object_list([flag], from_process=0)[0])
+
+
 def train(
     cfg: TrainConfig, task: Task, out: Path, resume: bool = True, progress: bool = True
 ) -> Path:
@@ -127,8 +136,15 @@ def train(
                      "seconds": round(time.time() - started, 1)}  # fmt: skip
             log.write(json.dumps(entry) + "\n")
             log.flush()
-        if counter.step % cfg.checkpoint_every == 0 or counter.step == cfg.steps:
+        # Every rank must agree to stop at the same step, so rank 0's clock decides for all.
+        out_of_time = cfg.max_minutes > 0 and _agree(
+            accelerator, time.time() - started > cfg.max_minutes * 60
+        )
+        if counter.step % cfg.checkpoint_every == 0 or counter.step == cfg.steps or out_of_time:
             _save_checkpoint(accelerator, ckpt_root, counter.step, cfg.keep_checkpoints)
+        if out_of_time:
+            accelerator.print(f"stopping at step {counter.step}: max_minutes={cfg.max_minutes}")
+            break
     bar.close()
 
     accelerator.wait_for_everyone()
