@@ -78,8 +78,10 @@ def main(argv: list[str] | None = None) -> None:
     def body() -> None:
         from spacetime.errors import SpacetimeError
         from spacetime.media import check_video_target, write_video
+        from spacetime.memory import return_large_blocks
 
         check_video_target(args.out)
+        return_large_blocks()  # a long clip's memory stays that of one window
         if args.fps < 1:
             raise SpacetimeError(f"fps must be >= 1, got {args.fps}")
         options = sampling_options(

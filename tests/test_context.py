@@ -164,3 +164,20 @@ def test_cli_flags(tiny_sd, tmp_path, capsys, monkeypatch):
         main(["--help"])
     out = capsys.readouterr().out
     assert "--context-frames" in out and "--context-overlap" in out
+
+
+def test_to_uint8_in_chunks_equals_rounding_whole():
+    from spacetime.pipelines.diffusion import to_uint8
+
+    x = torch.randn(2, 3, 19, 5, 6, generator=torch.Generator().manual_seed(0)) * 1.2
+    whole = ((x / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 4, 1).numpy() * 255).round()
+    assert (to_uint8(x) == whole.astype("uint8")).all()
+    assert (to_uint8(x[:, :, 0]) == whole[:, 0].astype("uint8")).all()
+
+
+def test_large_blocks_go_back_to_the_os_on_glibc():
+    import sys
+
+    from spacetime.memory import return_large_blocks
+
+    assert return_large_blocks() == sys.platform.startswith("linux")

@@ -85,8 +85,10 @@ def memory_child(frames: int, motion: str, steps: int, precision: str, size: int
     import resource
 
     from spacetime.formats.load import default_model
+    from spacetime.memory import return_large_blocks
     from spacetime.pipelines.video import VideoPipeline
 
+    return_large_blocks()  # as python -m spacetime.video does
     pipe = VideoPipeline.from_pretrained(default_model("image"), precision=precision, motion=motion)
     loaded = _status_mb("VmRSS")
     try:
@@ -350,12 +352,15 @@ def write_section(path: Path, section: str, name: str = SECTION) -> None:
 
 
 def fresh_motion(folder: Path) -> Path:
-    """The default U-Net's motion modules straight from `inflate()`, as a MotionAdapter folder."""
-    from spacetime.formats.load import default_model, load_components
+    """Motion modules built as the world recipe builds them (configs/world_motion.yaml: heads,
+    text-reading modules), straight from initialisation, as a MotionAdapter folder: speed and
+    memory depend on the architecture, not on the weights."""
     from spacetime.formats.motion import save_motion_adapter
-    from spacetime.models.inflate import inflate
+    from spacetime.train.config import load_config
+    from spacetime.train.tasks import MotionTask
 
-    return save_motion_adapter(inflate(load_components(default_model("image")).unet), folder)
+    task = MotionTask(load_config(REPO / "configs" / "world_motion.yaml"))
+    return save_motion_adapter(task.build().unet, folder)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -420,7 +425,8 @@ def main(argv: list[str] | None = None) -> None:
         described = (
             f"the motion modules of `{a.motion}`"
             if a.motion
-            else "freshly `inflate()`d motion modules (AnimateDiff layout, saved with "
+            else "motion modules built as `configs/world_motion.yaml` builds them (text-reading "
+            "AnimateDiff modules, untrained: speed and memory do not depend on the weights), saved with "
             "`save_motion_adapter` and loaded through `motion=`)"
         )
         results = {

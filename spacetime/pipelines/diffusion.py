@@ -29,6 +29,21 @@ TEMPORAL_DECODE = {"chunk_frames": 4, "context_frames": 2}
 TEMPORAL_WINDOW = 8  # = chunk + 2 * context: clips up to this long decode whole
 
 
+def to_uint8(images: Tensor) -> np.ndarray:
+    """Decoder output in [-1, 1], (b, 3, h, w) or (b, 3, t, h, w) → uint8 (b, [t,] h, w, 3),
+    rounded as diffusers does; a few frames at a time, so a long clip's float temporaries never
+    exist whole."""
+    if images.ndim == 4:
+        return to_uint8(images[:, :, None])[:, 0]
+    b, _, t, h, w = images.shape
+    pixels = np.empty((b, t, h, w, 3), np.uint8)
+    for s in range(0, t, DECODE_CHUNK):
+        chunk = (images[:, :, s : s + DECODE_CHUNK].float() / 2 + 0.5).clamp(0, 1)
+        chunk = rearrange(chunk, "b c t h w -> b t h w c").cpu().numpy()
+        pixels[:, s : s + DECODE_CHUNK] = (chunk * 255).round()
+    return pixels
+
+
 def temporal_decode_windows(frames: int) -> dict:
     """`decode` arguments of a temporal-decoder VAE for a clip of this many frames."""
     return TEMPORAL_DECODE if frames > TEMPORAL_WINDOW else {}
@@ -260,8 +275,5 @@ class DiffusionPipeline:
     def _decode_chunk(self, z: Tensor, precision: str | None, **windows) -> np.ndarray:
         with self._compute(precision):
             z = z.contiguous(memory_format=_layout(z))
-            images = self.components.vae.decode(z, **windows).float()
-        images = (images / 2 + 0.5).clamp(0, 1)
-        channels_last = "b c t h w -> b t h w c" if images.ndim == 5 else "b c h w -> b h w c"
-        pixels = rearrange(images, channels_last).cpu().numpy()
-        return (pixels * 255).round().astype(np.uint8)
+            images = self.components.vae.decode(z, **windows)
+        return to_uint8(images)
