@@ -94,11 +94,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--train-sets", type=int, default=2, help="sets per trained prompt")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--guidance", type=float, default=5.0)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     args = p.parse_args(argv)
 
+    from spacetime.cli import pick_device
     from spacetime.pipelines.multiview import MultiViewPipeline
 
-    pipe = MultiViewPipeline.from_pretrained(args.model, precision="fp32")
+    pipe = MultiViewPipeline.from_pretrained(args.model, pick_device(args.device), precision="fp32")
     metrics = evaluate_splits(
         pipe, args.heldout_sets, args.train_sets, steps=args.steps, guidance=args.guidance
     )
