@@ -722,8 +722,9 @@ def render(r: dict) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's `## ` section in `path` (or append it); create the file if needed."""
+def write_section(path: Path, section: str, name: str = SECTION) -> None:
+    """Replace the `## ` section called `name` in `path` (or append it); create the file if
+    needed. Every benchmark in tools/ writes its section through this."""
     if path.exists():
         text = path.read_text()
     else:
@@ -734,7 +735,7 @@ def write_section(path: Path, section: str) -> None:
             "command that produced it; ratios are the numbers to compare across machines.\n\n"
         )
     lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == SECTION), None)
+    start = next((i for i, line in enumerate(lines) if line.rstrip() == name), None)
     if start is None:
         text = text.rstrip("\n") + "\n\n" + section
     else:

@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 
-from bench_image import Samples, log, machine, timed, wait_quiet  # noqa: E402
+from bench_image import Samples, log, machine, timed, wait_quiet, write_section  # noqa: E402
 
 SECTION = "## Video"
 PROMPT = "a red circle moving right"
@@ -335,22 +335,6 @@ def render(r: dict) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str, name: str = SECTION) -> None:
-    """Replace the `## ` section called `name` in `path`, or append it."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == name), None)
-    if start is None:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = next(
-            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
-        )
-        rest = "".join(lines[end:])
-        text = "".join(lines[:start]) + section + ("\n" + rest if rest else "")
-    path.write_text(text.rstrip("\n") + "\n")
-
-
 def fresh_motion(folder: Path) -> Path:
     """Motion modules built as the world recipe builds them (configs/world_motion.yaml: heads,
     text-reading modules), straight from initialisation, as a MotionAdapter folder: speed and
@@ -451,7 +435,7 @@ def main(argv: list[str] | None = None) -> None:
     section = render(results)
     print(section)
     if a.out != "-":
-        write_section(Path(a.out), section)
+        write_section(Path(a.out), section, SECTION)
         log(f"wrote the section to {a.out}")
 
 

@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 
 import bench_video  # noqa: E402
-from bench_image import log, machine  # noqa: E402
+from bench_image import log, machine, write_section  # noqa: E402
 
 SECTION = "## Video VAE"
 TARGET = 1.5
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     section = render({"cases": cases, "machine": machine(), "command": command.strip()})
     print(section)
     if a.out != "-":
-        bench_video.write_section(Path(a.out), section, SECTION)
+        write_section(Path(a.out), section, SECTION)
 
 
 if __name__ == "__main__":

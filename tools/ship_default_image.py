@@ -52,6 +52,23 @@ def to_fp16(folder: Path) -> None:
         save_file(sd, str(path), metadata={"format": "pt"})
 
 
+def stage(source: Path, dest: Path) -> Path:
+    """A fp16 copy of a trained export beside `dest`, to evaluate exactly what will ship."""
+    staging = dest.with_name(f".{dest.name}-staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging)
+    to_fp16(staging)
+    return staging
+
+
+def publish(staging: Path, dest: Path, card: dict, card_text: str) -> None:
+    """Write metrics.json and MODEL_CARD.md into the staged copy, then swap it in for `dest`."""
+    (staging / "metrics.json").write_text(json.dumps(card, indent=2) + "\n")
+    (staging / "MODEL_CARD.md").write_text(card_text)
+    shutil.rmtree(dest, ignore_errors=True)
+    staging.rename(dest)
+
+
 def size_mb(folder: Path) -> float:
     return round(sum(p.stat().st_size for p in folder.rglob("*.safetensors")) / 1e6, 2)
 
@@ -69,10 +86,7 @@ def main() -> None:
     from spacetime.pipelines.image import load_pipeline
     from spacetime.train.tasks import heldout_psnr
 
-    staging = DEST.with_name(".default-image-staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(args.t2i_run / "model", staging)
-    to_fp16(staging)
+    staging = stage(args.t2i_run / "model", DEST)
     pipe = load_pipeline(staging, precision="fp32")  # exactly what ships (fp16-rounded)
 
     metrics, _ = evaluate(pipe, guidance=args.guidance, precision="fp32")
@@ -116,10 +130,7 @@ def main() -> None:
         "vae_config": vae_cfg,
         "text2image_config": t2i_cfg,
     }
-    (staging / "metrics.json").write_text(json.dumps(card, indent=2) + "\n")
-    (staging / "MODEL_CARD.md").write_text(model_card(card))
-    shutil.rmtree(DEST, ignore_errors=True)
-    staging.rename(DEST)
+    publish(staging, DEST, card, model_card(card))
     print(json.dumps({k: card[k] for k in list(card)[:7]}, indent=2))
     print(f"shipped to {DEST} ({card['shipped_megabytes']} MB), grid in {GRID}")
 

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
-from ship_default_image import size_mb, to_fp16, wall_seconds  # noqa: E402
+from ship_default_image import publish, size_mb, stage, wall_seconds  # noqa: E402
 
 DEST = ROOT / "spacetime" / "assets" / "default-motion"
 SAMPLES = ["a red circle moving right", "a blue square moving left", "a yellow triangle moving up",
@@ -39,10 +38,7 @@ def main() -> None:
     from spacetime.media import write_video
     from spacetime.pipelines.video import VideoPipeline
 
-    staging = DEST.with_name(".default-motion-staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(args.run / "model" / "motion", staging)
-    to_fp16(staging)
+    staging = stage(args.run / "model" / "motion", DEST)
     base = default_model("image")
     video = VideoPipeline.from_pretrained(base, precision="fp32", motion=staging)
     still = VideoPipeline.from_pretrained(
@@ -68,10 +64,7 @@ def main() -> None:
         "date": date.today().isoformat(),
         "config": cfg,
     }
-    (staging / "metrics.json").write_text(json.dumps(card, indent=2) + "\n")
-    (staging / "MODEL_CARD.md").write_text(model_card(card))
-    shutil.rmtree(DEST, ignore_errors=True)
-    staging.rename(DEST)
+    publish(staging, DEST, card, model_card(card))
     print(json.dumps({k: card[k] for k in list(card)[:4]}, indent=2))
 
 

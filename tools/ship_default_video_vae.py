@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
-from ship_default_image import size_mb, to_fp16, wall_seconds  # noqa: E402
+from ship_default_image import publish, size_mb, stage, wall_seconds  # noqa: E402
 
 DEST = ROOT / "spacetime" / "assets" / "default-video-vae"
 
@@ -38,10 +37,7 @@ def main() -> None:
     from spacetime.formats.video_vae import load_video_vae
     from spacetime.pipelines.diffusion import TEMPORAL_DECODE
 
-    staging = DEST.with_name(".default-video-vae-staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(args.run / "model" / "vae", staging)
-    to_fp16(staging)
+    staging = stage(args.run / "model" / "vae", DEST)
     image_vae = load_components(default_model("image")).vae.float().eval()
     video_vae = load_video_vae(staging).float().eval()
     clips = heldout_clips(args.clips, args.frames)
@@ -66,10 +62,7 @@ def main() -> None:
         "date": date.today().isoformat(),
         "config": cfg,
     }
-    (staging / "metrics.json").write_text(json.dumps(card, indent=2) + "\n")
-    (staging / "MODEL_CARD.md").write_text(model_card(card))
-    shutil.rmtree(DEST, ignore_errors=True)
-    staging.rename(DEST)
+    publish(staging, DEST, card, model_card(card))
     print(json.dumps(rows, indent=2))
 
 
