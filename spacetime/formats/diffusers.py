@@ -7,8 +7,6 @@ device → assign the tensors", and saving writes files diffusers' `from_pretrai
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,7 +16,13 @@ from torch import Tensor
 from spacetime.errors import CheckpointError
 from spacetime.formats import modelscope
 from spacetime.formats.clip_tokenizer import Tokenizer
-from spacetime.formats.weights import build_empty, load_into, read_component, read_json
+from spacetime.formats.weights import (
+    atomic_folder,
+    build_empty,
+    load_into,
+    read_component,
+    read_json,
+)
 from spacetime.models.clip import CLIPTextConfig, CLIPTextModel
 from spacetime.models.inflate import InflationSpec, inflate
 from spacetime.models.text import TextEncoder
@@ -173,12 +177,8 @@ def save_diffusers(components: Components, root: Path, overwrite: bool = False) 
     The folder is assembled next to its destination and renamed into place, so an error never
     leaves half a model behind.
     """
-    root = Path(root)
-    if root.exists() and not overwrite:
-        raise CheckpointError(f"{root} exists; pass overwrite=True to replace it")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}."))
-    try:
+
+    def fill(tmp: Path) -> None:
         c = components
         # A ModelScope-inflated U-Net saves as diffusers' 3D U-Net in a text-to-video pipeline.
         video = modelscope.is_modelscope(c.unet)
@@ -211,10 +211,5 @@ def save_diffusers(components: Components, root: Path, overwrite: bool = False) 
                 requires_safety_checker=False,
             )  # fmt: skip
         (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
-        if root.exists():
-            shutil.rmtree(root)
-        tmp.rename(root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return root
+
+    return atomic_folder(Path(root), fill, overwrite)

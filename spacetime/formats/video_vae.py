@@ -3,15 +3,19 @@ diffusion_pytorch_model.safetensors), read strictly and written so diffusers rea
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 from torch import Tensor
 
 from spacetime.errors import CheckpointError
 from spacetime.formats.diffusers import save_component
-from spacetime.formats.weights import build_empty, load_into, read_component, read_json
+from spacetime.formats.weights import (
+    atomic_folder,
+    build_empty,
+    load_into,
+    read_component,
+    read_json,
+)
 from spacetime.models.video_vae import VideoVAE, VideoVAEConfig
 
 WEIGHTS = "diffusion_pytorch_model"
@@ -42,17 +46,8 @@ def save_video_vae(vae: VideoVAE, folder: str | Path, overwrite: bool = False) -
     The folder is assembled next to its destination and renamed into place, so an error never
     leaves half a model behind.
     """
-    folder = Path(folder)
-    if folder.exists() and not overwrite:
-        raise CheckpointError(f"{folder} exists; pass overwrite=True to replace it")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
-        save_component(tmp, vae.config.to_diffusers(), vae.state_dict(), WEIGHTS)
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
+    return atomic_folder(
+        Path(folder),
+        lambda tmp: save_component(tmp, vae.config.to_diffusers(), vae.state_dict(), WEIGHTS),
+        overwrite,
+    )

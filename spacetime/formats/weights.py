@@ -6,6 +6,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -158,6 +159,25 @@ def build_empty(factory: Callable[[], nn.Module]) -> nn.Module:
     """Construct a module on the meta device: no memory, no random init, filled by `load_into`."""
     with torch.device("meta"):
         return factory()
+
+
+def atomic_folder(folder: Path, fill: Callable[[Path], None], overwrite: bool = False) -> Path:
+    """Assemble a folder through `fill(tmp)` next to its destination and rename it into place,
+    so an error never leaves half a model behind."""
+    folder = Path(folder)
+    if folder.exists() and not overwrite:
+        raise CheckpointError(f"{folder} exists; pass overwrite=True to replace it")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        fill(tmp)
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
