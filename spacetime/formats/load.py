@@ -26,6 +26,16 @@ def default_model(kind: str = "image") -> Path | None:
     return folder if (folder / marker).is_file() else None
 
 
+def shipped(kind: str = "image") -> Path:
+    """The shipped default model of this kind, or an error asking for a path."""
+    folder = default_model(kind)
+    if folder is None:
+        from spacetime.errors import SpacetimeError
+
+        raise SpacetimeError(f"this install has no default {kind} model: give a model path")
+    return folder
+
+
 def _looks_like_hub_id(spec: str) -> bool:
     parts = spec.split("/")
     return len(parts) == 2 and all(parts) and not spec.startswith((".", "/", "~"))

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from spacetime.errors import SpacetimeError
 from spacetime.formats.diffusers import Components
-from spacetime.formats.load import default_model, load_components
+from spacetime.formats.load import load_components, shipped
 from spacetime.pipelines.image import ImagePipeline
 from spacetime.world.primitives import Camera, orbit
 
@@ -64,13 +64,7 @@ class MultiViewPipeline(ImagePipeline):
         precision: str = "auto",
     ) -> MultiViewPipeline:
         """`model` None is the shipped world multi-view model."""
-        if model is None:
-            model = default_model("multiview")
-            if model is None:
-                raise SpacetimeError(
-                    "this install has no default multi-view model: give a model path"
-                )
-        return cls(load_components(model), device, precision)
+        return cls(load_components(model or shipped("multiview")), device, precision)
 
     def __call__(
         self,

@@ -8,8 +8,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from spacetime.errors import SpacetimeError
-from spacetime.formats.load import default_model, load_components
+from spacetime.formats.load import default_model, load_components, shipped
 from spacetime.formats.motion import load_motion_adapter, load_motion_text_encoder
 from spacetime.pipelines.image import ImagePipeline
 
@@ -34,9 +33,7 @@ class VideoPipeline(ImagePipeline):
         folder (diffusers AutoencoderKLTemporalDecoder, e.g. SVD's), or "per-frame" for the
         model's own image VAE (the default for models given by path)."""
         if model is None:
-            model = default_model("image")
-            if model is None:
-                raise SpacetimeError("this install has no default model: give a model path")
+            model = shipped("image")
             motion = motion or default_model("motion")
             vae = vae or default_model("video-vae")
         components = load_components(model)
