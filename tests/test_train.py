@@ -106,3 +106,22 @@ def test_max_minutes_stops_with_a_checkpoint_and_an_export(tmp_path):
     cfg = make_config({**cfg.__dict__, "max_minutes": 0.0})
     train(cfg, VAETask(cfg), tmp_path, progress=False)
     assert checkpoints(tmp_path / "checkpoints")[-1].name == "step_5"
+
+
+def test_x0_loss_weights_turn_the_eps_loss_into_an_x0_loss_at_high_noise():
+    """‖ε̂ − ε‖² · (1−ᾱ)/ᾱ equals ‖x̂0 − x0‖², so weights 1/SNR make the two losses agree; they are
+    clamped to [1, cap] so low noise keeps the plain ε loss."""
+    from spacetime.sampling import NoiseSchedule
+    from spacetime.train.tasks import x0_loss_weights
+
+    abar = NoiseSchedule().alphas_cumprod.float()
+    t = torch.tensor([0, 300, 700, 999])
+    w = x0_loss_weights(abar[t], 20.0)
+    assert w[0] == 1 and w[1] == 1 and w[-1] == 20  # low noise untouched, high noise capped
+    assert torch.equal(x0_loss_weights(abar[t], 0.0), torch.ones(4))
+    g = torch.Generator().manual_seed(0)
+    x0, eps, eps_hat = (torch.randn(3, 8, generator=g) for _ in range(3))
+    a = abar[700]
+    x0_hat = (a.sqrt() * x0 + (1 - a).sqrt() * eps - (1 - a).sqrt() * eps_hat) / a.sqrt()
+    weighted = x0_loss_weights(a.expand(3), 1e9) * (eps_hat - eps).pow(2).mean(1)
+    torch.testing.assert_close(weighted, (x0_hat - x0).pow(2).mean(1))

@@ -243,3 +243,33 @@ def test_text_reading_motion_modules(model_and_motion, tmp_path):
     loaded = load_motion_adapter(image, tmp_path / "m")
     with torch.no_grad():
         torch.testing.assert_close(loaded(x, t, ctx), unet(x, t, ctx))
+
+
+def test_space_time_attention_motion_adapter(model_and_motion, tmp_path):
+    """Joint (t h w) attention with frame positions: identity at init, order-aware once trained
+    (frames swapped give different outputs, which per-pixel-free attention without positions would
+    only permute), and it rides in the motion adapter and loads back as the same model."""
+    from spacetime.formats.motion import SPACE_TIME_KEY
+    from spacetime.formats.weights import read_json
+
+    sd, _, _ = model_and_motion
+    image = load_components(sd).unet
+    spec = InflationSpec(heads=2, view_attention=True, view_heads=2, view_frames=16)
+    unet = inflate(image, spec)
+    dim = image.config.cross_attention_dim
+    x, t, ctx = torch.randn(1, 4, 5, 4, 4), torch.tensor([300]), torch.randn(1, 6, dim)
+    with torch.no_grad():
+        frames = torch.stack([image(x[:, :, i], t, ctx) for i in range(5)], 2)
+        torch.testing.assert_close(unet(x, t, ctx), frames, atol=1e-5, rtol=1e-5)
+        for block in [*unet.down_blocks, unet.mid_block, *unet.up_blocks]:
+            tiny.randomize(block.view_attentions, 5, 0.05)
+        out = unet(x, t, ctx)
+        assert not torch.allclose(out, frames, atol=1e-4)
+        swapped = unet(x[:, :, [1, 0, 2, 3, 4]], t, ctx)[:, :, [1, 0, 2, 3, 4]]
+        assert not torch.allclose(swapped, out, atol=1e-5)  # frame positions break the symmetry
+    save_motion_adapter(unet, tmp_path / "m")
+    assert read_json(tmp_path / "m" / "config.json")[SPACE_TIME_KEY] == 16
+    loaded = load_motion_adapter(image, tmp_path / "m")
+    assert loaded.inflation.view_frames == 16
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, t, ctx), out)

@@ -14,6 +14,10 @@ from spacetime.models.unet import UNet2DCondition
 # spacetime's text-reading motion modules (InflationSpec.motion_text) record themselves under this
 # key; diffusers' MotionAdapter has no such option and cannot load such an adapter.
 TEXT_KEY = "spacetime_motion_reads_text"
+# spacetime's joint space-time attention beside each spatial attention (InflationSpec.view_frames):
+# the frame positions it knows; its weights ride in the adapter under `view_attentions`.
+SPACE_TIME_KEY = "spacetime_space_time_attention_frames"
+ADAPTER_KEYS = (".motion_modules.", ".view_attentions.")
 
 
 def _single(cfg: dict, key: str, default):
@@ -38,6 +42,9 @@ def spec_from_adapter_config(cfg: dict) -> InflationSpec:
         layers=_single(cfg, "motion_transformer_layers_per_block", 1),
         max_frames=cfg.get("motion_max_seq_length", 32),
         motion_text=bool(cfg.get(TEXT_KEY, False)),
+        view_attention=bool(cfg.get(SPACE_TIME_KEY, 0)),
+        view_heads=_single(cfg, "motion_num_attention_heads", 8),
+        view_frames=int(cfg.get(SPACE_TIME_KEY, 0)),
     )
 
 
@@ -63,7 +70,7 @@ def load_motion_adapter(unet: UNet2DCondition, path: str | os.PathLike) -> UNet2
     video = inflate(unet, spec)
     motion = {k: v for k, v in motion.items() if not k.endswith(".pe")}
     # The adapter holds only temporal weights: complete them with the spatial ones already loaded.
-    spatial = {k: v for k, v in video.state_dict().items() if ".motion_modules." not in k}
+    spatial = {k: v for k, v in video.state_dict().items() if not _in_adapter(k)}
     dtype = next(unet.parameters()).dtype
     return load_into(
         video, {**spatial, **{k: v.to(dtype) for k, v in motion.items()}}, f"motion module {folder}"
@@ -109,6 +116,17 @@ def save_motion_adapter(unet: UNet2DCondition, path: str | os.PathLike) -> Path:
     }
     if spec.motion_text:
         config[TEXT_KEY] = True
-    weights = {k: v for k, v in unet.state_dict().items() if ".motion_modules." in k}
+    if spec.view_attention:
+        if not spec.view_frames or spec.cameras or spec.view_heads != spec.heads:
+            raise CheckpointError(
+                "a motion adapter carries cross-view attention only as space-time attention "
+                "(view_frames > 0, no cameras, view_heads == heads)"
+            )
+        config[SPACE_TIME_KEY] = spec.view_frames
+    weights = {k: v for k, v in unet.state_dict().items() if _in_adapter(k)}
     save_component(Path(path), config, weights, "diffusion_pytorch_model")
     return Path(path)
+
+
+def _in_adapter(name: str) -> bool:
+    return any(key in name for key in ADAPTER_KEYS)

@@ -52,6 +52,9 @@ class InflationSpec:
     view_heads: int = 8
     view_head_dim: int | None = None  # None: channels // view_heads, the spatial attention's width
     camera_hidden: int | None = None  # camera MLP width; None: the timestep embedding's (MVDream)
+    # spacetime: frame positions for the cross-view attention, which makes it a joint (t h w)
+    # space-time attention for video; 0 (MVDream): none, the cameras tell views apart
+    view_frames: int = 0
 
     def __post_init__(self):
         if not (
@@ -134,7 +137,9 @@ def inflate(unet: UNet2DCondition, spec: InflationSpec = InflationSpec()) -> UNe
                 raise ValueError(f"{channels} channels do not split into {spec.view_heads} heads")
             head_dim = spec.view_head_dim or channels // spec.view_heads
             block.view_attentions = nn.ModuleList(
-                CrossViewTransformer(channels, spec.view_heads, head_dim, groups, spec.layers)
+                CrossViewTransformer(
+                    channels, spec.view_heads, head_dim, groups, spec.layers, spec.view_frames
+                )
                 for _ in block.attentions
             ).to(device)
         if spec.motion_modules and (not mid or spec.mid_block_motion):

@@ -37,6 +37,11 @@ class TrainConfig:
     train_text: bool = False  # motion: also fine-tune the text encoder (to learn motion words)
     motion_text: bool = False  # motion: motion modules cross-attend to the prompt
     high_noise_fraction: float = 0.0  # motion: share of samples with t drawn from [600, 1000)
+    # motion: weight each sample's ε loss by clamp(1/SNR(t), 1, cap), an x0 loss at high noise where
+    # the ε loss hardly sees the clip (weight SNR); 0 keeps the plain ε loss
+    x0_weight_cap: float = 0.0
+    # motion: add joint (t h w) self-attention with frame positions beside each spatial attention
+    space_time_attention: bool = False
     threads: int = 0  # torch intra-op threads per process; 0 = torch's default
     # Stop after this many minutes of training (checkpoint, then export what the EMA holds) even
     # before `steps`; a later run resumes towards `steps`. 0: no limit. For fixed-length GPU loans.

@@ -202,6 +202,10 @@ class MotionLoss(DenoisingLoss):
     """The same ε loss on clips; the motion modules train, the spatial U-Net stays frozen
     (AnimateDiff), and the text encoder trains only when it is unfrozen."""
 
+    def __init__(self, unet, text_model, alphas_cumprod: Tensor, x0_weight_cap: float = 0.0):
+        super().__init__(unet, text_model, alphas_cumprod)
+        self.x0_weight_cap = x0_weight_cap
+
     def forward(self, ids: Tensor, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         trains_text = any(p.requires_grad for p in self.text_model.parameters())
         with torch.set_grad_enabled(trains_text and torch.is_grad_enabled()):
@@ -211,7 +215,17 @@ class MotionLoss(DenoisingLoss):
         # torch 2.13 on CPU segfaults in backward when the autograd graph first starts inside the
         # frozen U-Net (at the first motion module); rooting it at the input avoids that.
         x_t.requires_grad_(True)
-        return F.mse_loss(self.unet(x_t, t, context).float(), noise)
+        error = (self.unet(x_t, t, context).float() - noise).pow(2).flatten(1).mean(1)
+        return (x0_loss_weights(abar.flatten(), self.x0_weight_cap) * error).mean()
+
+
+def x0_loss_weights(abar: Tensor, cap: float) -> Tensor:
+    """Per-sample weights clamp(1/SNR, 1, cap) on the ε loss, SNR = ᾱ/(1−ᾱ): the ε error is
+    √SNR times the x0 error, so at high noise, where only the prompt can say which way the object
+    moves, the plain ε loss hardly sees the clip; 1/SNR makes it an x0 loss there. cap 0: all 1."""
+    if cap <= 0:
+        return torch.ones_like(abar)
+    return ((1 - abar) / abar).clamp(1.0, cap)
 
 
 class MotionTask:
@@ -231,13 +245,18 @@ class MotionTask:
         from spacetime.models.inflate import InflationSpec, freeze_spatial, inflate
 
         heads = self.base.unet.config.heads[0]
-        spec = InflationSpec(heads=heads, max_frames=32, motion_text=self.cfg.motion_text)
+        spec = InflationSpec(
+            heads=heads, max_frames=32, motion_text=self.cfg.motion_text,
+            view_attention=self.cfg.space_time_attention, view_heads=heads,
+            view_frames=32 if self.cfg.space_time_attention else 0,
+        )  # fmt: skip
         unet = inflate(self.base.unet, spec)
         freeze_spatial(unet)
         # CLIP learned "moving left" from the web; our small text encoder only ever saw still-scene
         # captions, so motion words carry nothing until the motion stage teaches it (train_text).
         text = self.base.text_encoder.model.requires_grad_(self.cfg.train_text)
-        return MotionLoss(unet, text, NoiseSchedule().alphas_cumprod.float())
+        schedule = NoiseSchedule().alphas_cumprod.float()
+        return MotionLoss(unet, text, schedule, self.cfg.x0_weight_cap)
 
     @torch.no_grad()
     def batch(self, step: int, rank: int, world_size: int) -> dict[str, Tensor]:
@@ -267,11 +286,10 @@ class MotionTask:
 
     def export(self, module: nn.Module, folder: Path) -> dict:
         from spacetime.formats.motion import save_motion_adapter
+        from spacetime.models.inflate import is_temporal
 
         save_motion_adapter(module.unet, folder / "motion")
-        trainable = sum(
-            p.numel() for n, p in module.unet.named_parameters() if ".motion_modules." in n
-        )
+        trainable = sum(p.numel() for n, p in module.unet.named_parameters() if is_temporal(n))
         if self.cfg.train_text:  # the motion package carries the text encoder it was trained with
             text = module.text_model.float().eval()
             save_component(
