@@ -1,5 +1,6 @@
 """Training machinery: configs, data-parallel equivalence, and exact resume after SIGKILL."""
 
+import json
 import os
 import signal
 import subprocess
@@ -103,6 +104,14 @@ def test_max_minutes_stops_with_a_checkpoint_and_an_export(tmp_path):
     train(cfg, VAETask(cfg), tmp_path, progress=False)
     assert [c.name for c in checkpoints(tmp_path / "checkpoints")] == ["step_1"]
     assert (tmp_path / "model" / "vae" / "config.json").is_file()
+    assert json.loads((tmp_path / "export.json").read_text())["steps_done"] == 1
+    # stop_after replays the stop at a step count: same schedule, same step, same weights
+    replay = tmp_path / "replay"
+    train(make_config({**cfg.__dict__, "max_minutes": 0.0, "stop_after": 1}), VAETask(cfg), replay,
+          progress=False)  # fmt: skip
+    a, b = (load_file(str(d / "model" / "vae" / "diffusion_pytorch_model.safetensors"))
+            for d in (tmp_path, replay))  # fmt: skip
+    assert all(torch.equal(a[k], b[k]) for k in a)
     cfg = make_config({**cfg.__dict__, "max_minutes": 0.0})
     train(cfg, VAETask(cfg), tmp_path, progress=False)
     assert checkpoints(tmp_path / "checkpoints")[-1].name == "step_5"

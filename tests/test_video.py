@@ -273,3 +273,32 @@ def test_space_time_attention_motion_adapter(model_and_motion, tmp_path):
     assert loaded.inflation.view_frames == 16
     with torch.no_grad():
         torch.testing.assert_close(loaded(x, t, ctx), out)
+
+
+def test_motion_modules_that_know_pixel_positions(model_and_motion, tmp_path):
+    """motion_pixel_positions: identity at init; once trained, a clip that is the same at every
+    pixel is no longer treated the same at every pixel; the adapter records it and loads back."""
+    from spacetime.formats.motion import PIXEL_KEY
+    from spacetime.formats.weights import read_json
+
+    sd, _, _ = model_and_motion
+    image = load_components(sd).unet
+    unet = inflate(image, InflationSpec(heads=2, motion_text=True, motion_pixel_positions=True))
+    dim = image.config.cross_attention_dim
+    x, t, ctx = torch.randn(1, 4, 5, 4, 4), torch.tensor([300]), torch.randn(1, 6, dim)
+    with torch.no_grad():
+        frames = torch.stack([image(x[:, :, i], t, ctx) for i in range(5)], 2)
+        torch.testing.assert_close(unet(x, t, ctx), frames, atol=1e-5, rtol=1e-5)
+        module = unet.down_blocks[0].motion_modules[0]
+        tiny.randomize(module, 5, 0.05)
+        flat = torch.randn(2 * 3, module.norm.num_channels, 1, 1).expand(-1, -1, 6, 6)
+        out = module(flat.contiguous(), 3, ctx.expand(6, -1, -1))
+        assert (out - out[..., :1, :1]).abs().amax() > 1e-3  # pixels told apart
+        for block in [*unet.down_blocks, unet.mid_block, *unet.up_blocks]:
+            tiny.randomize(block.motion_modules, 6, 0.05)
+        want = unet(x, t, ctx)
+    save_motion_adapter(unet, tmp_path / "m")
+    assert read_json(tmp_path / "m" / "config.json")[PIXEL_KEY] is True
+    loaded = load_motion_adapter(image, tmp_path / "m")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, t, ctx), want)

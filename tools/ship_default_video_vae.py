@@ -30,6 +30,9 @@ def main() -> None:
     p.add_argument("--run", type=Path, default=Path("runs/world-video-vae"))
     p.add_argument("--clips", type=int, default=64, help="held-out clips to evaluate")
     p.add_argument("--frames", type=int, default=16, help="frames per evaluation clip")
+    p.add_argument(
+        "--machine", default="this 2-core CPU", help="where the run trained, for the model card"
+    )
     args = p.parse_args()
 
     from spacetime.eval.video_vae import evaluate_decoder, heldout_clips
@@ -58,6 +61,8 @@ def main() -> None:
         "heldout": rows,
         "window": TEMPORAL_DECODE,
         "train_wall_seconds": wall_seconds(args.run),
+        "machine": args.machine,
+        "stopped": stopped(args.run, cfg),
         "shipped_megabytes": size_mb(staging),
         "date": date.today().isoformat(),
         "config": cfg,
@@ -92,9 +97,10 @@ fp16 safetensors, {c["shipped_megabytes"]} MB; it decodes the default image mode
     python -m spacetime.train configs/world_video_vae.yaml --out runs/world-video-vae
     python tools/ship_default_video_vae.py --run runs/world-video-vae
 
-Seed {cfg["seed"]}; {cfg["steps"]} steps × {cfg["batch_size"]} clips of {cfg["frames"]} frames (posterior
-samples of the frozen encoder), lr {cfg["lr"]}; loss MSE + 0.5·L1 + {cfg["temporal_weight"]}·L1 on
-frame-to-frame differences. Wall time on this 2-core CPU: {c["train_wall_seconds"] / 60:.1f} min.
+Seed {cfg["seed"]}; a {cfg["steps"]}-step schedule × {cfg["batch_size"]} clips of {cfg["frames"]} frames
+(posterior samples of the frozen encoder), lr {cfg["lr"]} (warm-up, cosine); loss MSE + 0.5·L1 +
+{cfg["temporal_weight"]}·L1 on frame-to-frame differences. {c["stopped"]}
+Wall time: {c["train_wall_seconds"] / 60:.1f} min on {c["machine"]}.
 
 ## Metrics ({c["date"]})
 
@@ -108,6 +114,20 @@ the training length (the temporal GroupNorms pool the frames of a window).
 |---|---|---|---|
 {table}
 """
+
+
+def stopped(run: Path, cfg: dict) -> str:
+    """Where the run stopped, from its export.json (steps_done) or else its log."""
+    export = json.loads((run / "export.json").read_text())
+    if "steps_done" in export:
+        return f"It ran {export['steps_done']} steps."
+    last = json.loads((run / "log.jsonl").read_text().splitlines()[-1])["step"]
+    if cfg.get("max_minutes") and last < cfg["steps"]:
+        return (
+            f"max_minutes={cfg['max_minutes']} stopped it after step {last} and before step "
+            f"{last + 50} (the log's last entry; replay with stop_after)."
+        )
+    return f"It ran {last} steps."
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ TEXT_KEY = "spacetime_motion_reads_text"
 # spacetime's joint space-time attention beside each spatial attention (InflationSpec.view_frames):
 # the frame positions it knows; its weights ride in the adapter under `view_attentions`.
 SPACE_TIME_KEY = "spacetime_space_time_attention_frames"
+# spacetime's motion modules that know each pixel's place (InflationSpec.motion_pixel_positions)
+PIXEL_KEY = "spacetime_motion_pixel_positions"
 ADAPTER_KEYS = (".motion_modules.", ".view_attentions.")
 
 
@@ -42,6 +44,7 @@ def spec_from_adapter_config(cfg: dict) -> InflationSpec:
         layers=_single(cfg, "motion_transformer_layers_per_block", 1),
         max_frames=cfg.get("motion_max_seq_length", 32),
         motion_text=bool(cfg.get(TEXT_KEY, False)),
+        motion_pixel_positions=bool(cfg.get(PIXEL_KEY, False)),
         view_attention=bool(cfg.get(SPACE_TIME_KEY, 0)),
         view_heads=_single(cfg, "motion_num_attention_heads", 8),
         view_frames=int(cfg.get(SPACE_TIME_KEY, 0)),
@@ -116,6 +119,8 @@ def save_motion_adapter(unet: UNet2DCondition, path: str | os.PathLike) -> Path:
     }
     if spec.motion_text:
         config[TEXT_KEY] = True
+    if spec.motion_pixel_positions:
+        config[PIXEL_KEY] = True
     if spec.view_attention:
         if not spec.view_frames or spec.cameras or spec.view_heads != spec.heads:
             raise CheckpointError(

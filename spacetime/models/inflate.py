@@ -46,6 +46,8 @@ class InflationSpec:
     max_frames: int = 32  # frame positions the motion modules know (24 in AnimateDiff v1)
     # spacetime: the motion modules' second attention reads the prompt instead of the frames
     motion_text: bool = False
+    # spacetime: the motion modules know each pixel's place in the frame (Fourier features)
+    motion_pixel_positions: bool = False
     # MVDream (multi-view sets: the frame axis is a view axis)
     cameras: bool = False  # camera-to-world 4x4 -> MLP -> added to each view's timestep embedding
     view_attention: bool = False  # cross-view self-attention beside each spatial attention
@@ -152,6 +154,7 @@ def inflate(unet: UNet2DCondition, spec: InflationSpec = InflationSpec()) -> UNe
                     spec.layers,
                     spec.max_frames,
                     context_dim=unet.config.cross_attention_dim if spec.motion_text else None,
+                    pixel_positions=spec.motion_pixel_positions,
                 )  # fmt: skip
                 for _ in range(count)
             ).to(device)

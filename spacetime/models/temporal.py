@@ -9,6 +9,9 @@ a view axis, with cameras.
 
 from __future__ import annotations
 
+import math
+
+import torch
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
@@ -39,10 +42,12 @@ class TemporalTransformer(nn.Module):
         max_frames: int | None = 32,
         head_dim: int | None = None,
         context_dim: int | None = None,
+        pixel_positions: bool = False,
     ):
         super().__init__()
         inner = heads * (head_dim or channels // heads)
         self.reads_text = context_dim is not None
+        self.pixel_positions = PixelPositions(channels) if pixel_positions else None
         self.norm = nn.GroupNorm(groups, channels, eps=1e-6)
         self.proj_in = nn.Linear(channels, inner)
         self.transformer_blocks = nn.ModuleList(
@@ -63,7 +68,11 @@ class TemporalTransformer(nn.Module):
                 raise ValueError("this motion module reads the prompt: pass the text context")
             # context arrives repeated per frame ((b t), n, d): one copy per pixel sequence
             text = repeat(context[::frames], "b n d -> (b h w) n d", h=h, w=w)
-        out = self.attend(rearrange(clip, "b c t h w -> (b h w) t c"), text)
+        tokens = rearrange(clip, "b c t h w -> (b h w) t c")
+        if self.pixel_positions is not None:
+            where = self.pixel_positions(h, w).to(tokens.dtype)
+            tokens = tokens + repeat(where, "(h w) c -> (b h w) 1 c", b=b, h=h, w=w)
+        out = self.attend(tokens, text)
         return x + rearrange(out, "(b h w) t c -> (b t) c h w", b=b, h=h, w=w)
 
     def attend(self, tokens: Tensor, context: Tensor | None = None) -> Tensor:
@@ -72,6 +81,31 @@ class TemporalTransformer(nn.Module):
         for block in self.transformer_blocks:
             tokens = block(tokens, context)
         return self.proj_out(tokens)
+
+
+class PixelPositions(nn.Module):
+    """Where a pixel sits in the frame, for a per-pixel temporal layer: Fourier features (Tancik et
+    al. 2020) of its normalised (y, x), projected to the channels and added to its frame sequence.
+
+    Without it a pixel's frame sequence cannot tell the left edge from the right, so a motion
+    module cannot learn that an object moving right starts on the left: the prompt's direction
+    had nothing to act on. Normalised coordinates keep it meaningful at any resolution.
+    """
+
+    def __init__(self, channels: int, frequencies: int = 4):
+        super().__init__()
+        self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(frequencies), persistent=False)
+        self.proj = nn.Linear(4 * frequencies, channels)
+
+    def forward(self, h: int, w: int) -> Tensor:
+        """(h w, channels) position codes, row-major."""
+        device = self.freqs.device
+        ys = (torch.arange(h, device=device) + 0.5) / h
+        xs = (torch.arange(w, device=device) + 0.5) / w
+        grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), -1)  # (h, w, 2)
+        angles = grid[..., None] * self.freqs  # (h, w, 2, f)
+        features = torch.cat([angles.sin(), angles.cos()], -1)  # (h, w, 2, 2f)
+        return self.proj(rearrange(features, "h w a f -> (h w) (a f)").to(self.proj.weight.dtype))
 
 
 class CrossViewTransformer(TemporalTransformer):

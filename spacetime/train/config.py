@@ -42,10 +42,15 @@ class TrainConfig:
     x0_weight_cap: float = 0.0
     # motion: add joint (t h w) self-attention with frame positions beside each spatial attention
     space_time_attention: bool = False
+    # motion: the motion modules know each pixel's place in the frame (Fourier features)
+    motion_pixel_positions: bool = False
     threads: int = 0  # torch intra-op threads per process; 0 = torch's default
     # Stop after this many minutes of training (checkpoint, then export what the EMA holds) even
     # before `steps`; a later run resumes towards `steps`. 0: no limit. For fixed-length GPU loans.
     max_minutes: float = 0.0
+    # Stop after this step (0: at `steps`) while the LR schedule still spans `steps`: replays a
+    # run that max_minutes stopped early, step for step.
+    stop_after: int = 0
     # multiview: sets of `views` renders 360/views degrees apart in azimuth, drawn from a render
     # cache on a grid of azimuths (every azimuth_step) and elevations (0 to max_elevation, every
     # elevation_step), at distance 3

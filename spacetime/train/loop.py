@@ -112,7 +112,8 @@ def train(
     log = (out / "log.jsonl").open("a") if accelerator.is_main_process else None
     started = time.time()
     module.train()
-    while counter.step < cfg.steps:
+    last = min(cfg.stop_after or cfg.steps, cfg.steps)
+    while counter.step < last:
         batch = {
             k: v.to(accelerator.device) for k, v in task.batch(counter.step, rank, world).items()
         }
@@ -131,16 +132,16 @@ def train(
         value = loss.item()
         bar.update(1)
         bar.set_postfix(loss=f"{value:.4f}")
-        if log is not None and (counter.step % 50 == 0 or counter.step == cfg.steps):
-            entry = {"step": counter.step, "loss": value, "lr": sched.get_last_lr()[0],
-                     "seconds": round(time.time() - started, 1)}  # fmt: skip
-            log.write(json.dumps(entry) + "\n")
-            log.flush()
         # Every rank must agree to stop at the same step, so rank 0's clock decides for all.
         out_of_time = cfg.max_minutes > 0 and _agree(
             accelerator, time.time() - started > cfg.max_minutes * 60
         )
-        if counter.step % cfg.checkpoint_every == 0 or counter.step == cfg.steps or out_of_time:
+        if log is not None and (counter.step % 50 == 0 or counter.step == last or out_of_time):
+            entry = {"step": counter.step, "loss": value, "lr": sched.get_last_lr()[0],
+                     "seconds": round(time.time() - started, 1)}  # fmt: skip
+            log.write(json.dumps(entry) + "\n")
+            log.flush()
+        if counter.step % cfg.checkpoint_every == 0 or counter.step == last or out_of_time:
             _save_checkpoint(accelerator, ckpt_root, counter.step, cfg.keep_checkpoints)
         if out_of_time:
             accelerator.print(f"stopping at step {counter.step}: max_minutes={cfg.max_minutes}")
@@ -156,6 +157,7 @@ def train(
         ema.copy_to(final)
         final.eval()
         metrics = task.export(final, model_dir)
+        metrics["steps_done"] = counter.step
         metrics["train_seconds_this_run"] = round(time.time() - started, 1)
         (out / "export.json").write_text(json.dumps(metrics, indent=2) + "\n")
     accelerator.wait_for_everyone()

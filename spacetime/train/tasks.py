@@ -249,6 +249,7 @@ class MotionTask:
             heads=heads, max_frames=32, motion_text=self.cfg.motion_text,
             view_attention=self.cfg.space_time_attention, view_heads=heads,
             view_frames=32 if self.cfg.space_time_attention else 0,
+            motion_pixel_positions=self.cfg.motion_pixel_positions,
         )  # fmt: skip
         unet = inflate(self.base.unet, spec)
         freeze_spatial(unet)
