@@ -69,6 +69,18 @@ def publish(staging: Path, dest: Path, card: dict, card_text: str) -> None:
     staging.rename(dest)
 
 
+def ship_parser(doc: str, run: str) -> argparse.ArgumentParser:
+    """The arguments every ship tool takes: the training run, and where it trained."""
+    p = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--run", type=Path, default=Path(run), help="the training run's --out folder")
+    p.add_argument(
+        "--machine", default="this 2-core CPU", help="where the run trained, for the model card"
+    )
+    return p
+
+
 def size_mb(folder: Path) -> float:
     return round(sum(p.stat().st_size for p in folder.rglob("*.safetensors")) / 1e6, 2)
 

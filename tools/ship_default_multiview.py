@@ -11,7 +11,6 @@ sets, held-out and trained colour × solid pairs, and docs/images/multiview_sets
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from datetime import date
@@ -22,7 +21,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
-from ship_default_image import publish, size_mb, stage, wall_seconds  # noqa: E402
+from ship_default_image import publish, ship_parser, size_mb, stage, wall_seconds  # noqa: E402
 
 DEST = ROOT / "spacetime" / "assets" / "default-multiview"
 SETS = ROOT / "docs" / "images" / "multiview_sets.png"
@@ -30,14 +29,11 @@ SET_PROMPTS = ["a red cube", "a blue cube", "a green torus", "a yellow cone", "a
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--run", type=Path, default=Path("runs/world-multiview"))
+    p = ship_parser(__doc__, "runs/world-multiview")
     p.add_argument("--heldout-sets", type=int, default=8, help="sets per held-out prompt")
     p.add_argument("--train-sets", type=int, default=2, help="sets per trained prompt")
     p.add_argument(
-        "--machine", default="this 2-core CPU", help="where the run trained, for the model card"
+        "--history", default="", help="how the run was made when not in one go, for the card"
     )
     args = p.parse_args()
 
@@ -62,6 +58,7 @@ def main() -> None:
         "parameters": {k: v for k, v in export.items() if k.endswith("parameters")},
         "train_wall_seconds": wall_seconds(args.run),
         "machine": args.machine,
+        "history": args.history,
         "shipped_megabytes": size_mb(staging),
         "date": date.today().isoformat(),
         "config": cfg,
@@ -104,7 +101,7 @@ Seed {cfg["seed"]}; {cfg["steps"]} steps × {cfg["batch_size"]} sets of {cfg["vi
 in azimuth (azimuth grid {cfg["azimuth_step"]}°, elevation 0–{cfg["max_elevation"]}°, distance 3),
 lr {cfg["lr"]} (warm-up, cosine), caption dropout {cfg["caption_dropout"]}. Data: the held-out
 colour × solid pairs (orange sphere, blue cube, white cone, yellow torus) are never rendered.
-Wall time: {c["train_wall_seconds"] / 60:.1f} min on {c["machine"]}.
+Wall time: {c["train_wall_seconds"] / 60:.1f} min on {c["machine"]}. {c["history"]}
 
 ## Metrics ({c["date"]})
 

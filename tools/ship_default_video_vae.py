@@ -10,7 +10,6 @@ latents frame by frame with the image VAE, decoded the way the video pipeline de
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from datetime import date
@@ -18,21 +17,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
-from ship_default_image import publish, size_mb, stage, wall_seconds  # noqa: E402
+from ship_default_image import publish, ship_parser, size_mb, stage, wall_seconds  # noqa: E402
 
 DEST = ROOT / "spacetime" / "assets" / "default-video-vae"
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--run", type=Path, default=Path("runs/world-video-vae"))
+    p = ship_parser(__doc__, "runs/world-video-vae")
     p.add_argument("--clips", type=int, default=64, help="held-out clips to evaluate")
     p.add_argument("--frames", type=int, default=16, help="frames per evaluation clip")
-    p.add_argument(
-        "--machine", default="this 2-core CPU", help="where the run trained, for the model card"
-    )
     args = p.parse_args()
 
     from spacetime.eval.video_vae import evaluate_decoder, heldout_clips

@@ -280,7 +280,9 @@ class MotionTask:
         # noise must the prompt decide it, so that is where the text pathway learns.
         if self.cfg.high_noise_fraction > 0:
             high = torch.rand(len(captions), generator=g) < self.cfg.high_noise_fraction
-            t = torch.where(high, torch.randint(600, 1000, t.shape, generator=g), t)
+            t = torch.where(
+                high, torch.randint(self.cfg.high_noise_min, 1000, t.shape, generator=g), t
+            )
         noise = torch.randn(x0.shape, generator=g)
         batch = {"ids": ids, "x0": x0, "t": t, "noise": noise}
         return {k: rank_slice(v, rank, world_size) for k, v in batch.items()}
