@@ -45,6 +45,10 @@ class FieldConfig:
     blob_radius: float = 0.5
     blob_density: float = 10.0  # "density": raw density at the centre, 0 at blob_radius
     beta: float = 0.025  # "sdf": VolSDF's surface width; density inside is 1 / beta
+    # The albedo logits are stored divided by this, so Adam (whose steps are the lr whatever the
+    # gradient's size) moves colour this many times faster than shape: with one lr for both, the
+    # albedo was still drifting from its grey start when the shape had settled.
+    albedo_scale: float = 10.0
 
     def __post_init__(self):
         if self.kind not in FIELD_KINDS:
@@ -141,6 +145,7 @@ class Field(nn.Module):
             finest[0] = sdf - field.prior
             # logit of the albedo, clamped so that saturated channels (0 or 1) stay finite
             finest[1:] = torch.logit(albedo.clamp(1e-3, 1 - 1e-3))[:, None, None, None]
+            finest[1:] /= cfg.albedo_scale
         return field
 
     def channels(self) -> tuple[Tensor, Tensor]:
@@ -152,7 +157,7 @@ class Field(nn.Module):
                 size = (r, r, r)
                 grid = F.interpolate(grid[None], size, mode="trilinear", align_corners=True)[0]
             total = total + grid
-        return total[0] + self.prior, total[ALBEDO]
+        return total[0] + self.prior, total[ALBEDO] * self.config.albedo_scale
 
     def gradient(self, scalar: Tensor) -> Tensor:
         """(3, r, r, r) central differences of a scalar lattice, xyz first, per world unit."""
