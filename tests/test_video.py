@@ -302,3 +302,17 @@ def test_motion_modules_that_know_pixel_positions(model_and_motion, tmp_path):
     loaded = load_motion_adapter(image, tmp_path / "m")
     with torch.no_grad():
         torch.testing.assert_close(loaded(x, t, ctx), want)
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    """Atomic writes go through a private temporary file; the result must still be readable as
+    any new file is (0666 less the umask), not left 0600."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        write_video(tmp_path / "c.gif", np.zeros((2, 8, 8, 3), np.uint8), fps=8)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "c.gif").stat().st_mode) == 0o644

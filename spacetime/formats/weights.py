@@ -186,6 +186,9 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
+        # mkstemp makes the file private (0600); the result should have the permissions any new
+        # file gets (0666 less the umask), as open() would give it.
+        os.chmod(tmp, 0o666 & ~_umask())
         write(Path(tmp))
         with open(tmp, "rb+") as f:  # the data is on disk before the name points at it
             os.fsync(f.fileno())
@@ -193,3 +196,10 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it, so set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
