@@ -81,6 +81,19 @@ def ship_parser(doc: str, run: str) -> argparse.ArgumentParser:
     return p
 
 
+def run_facts(run: Path, staging: Path, machine: str | None = None) -> dict:
+    """What every model card records about a run: its config, wall time, machine, size, date."""
+    facts = {"train_wall_seconds": wall_seconds(run)}
+    if machine is not None:
+        facts["machine"] = machine
+    return {
+        **facts,
+        "shipped_megabytes": size_mb(staging),
+        "date": date.today().isoformat(),
+        "config": json.loads((run / "config.json").read_text()),
+    }
+
+
 def size_mb(folder: Path) -> float:
     return round(sum(p.stat().st_size for p in folder.rglob("*.safetensors")) / 1e6, 2)
 

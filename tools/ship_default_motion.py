@@ -12,12 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
-from ship_default_image import publish, size_mb, stage, wall_seconds  # noqa: E402
+from ship_default_image import publish, run_facts, stage  # noqa: E402
 
 DEST = ROOT / "spacetime" / "assets" / "default-motion"
 SAMPLES = ["a red circle moving right", "a blue square moving left", "a yellow triangle moving up",
@@ -55,14 +54,10 @@ def main() -> None:
         name = prompt.split(" moving ")[1].split()[0]
         write_video(ROOT / "docs" / "images" / f"motion_{name}.gif", clip, fps=8)
 
-    cfg = json.loads((args.run / "config.json").read_text())
     card = {
         "heldout_with_motion_modules": with_motion,
         "heldout_frame_by_frame_without": without,
-        "train_wall_seconds": wall_seconds(args.run),
-        "shipped_megabytes": size_mb(staging),
-        "date": date.today().isoformat(),
-        "config": cfg,
+        **run_facts(args.run, staging),
     }
     publish(staging, DEST, card, model_card(card))
     print(json.dumps({k: card[k] for k in list(card)[:4]}, indent=2))

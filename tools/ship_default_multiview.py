@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
-from ship_default_image import publish, ship_parser, size_mb, stage, wall_seconds  # noqa: E402
+from ship_default_image import publish, run_facts, ship_parser, stage  # noqa: E402
 
 DEST = ROOT / "spacetime" / "assets" / "default-multiview"
 SETS = ROOT / "docs" / "images" / "multiview_sets.png"
@@ -51,17 +50,12 @@ def main() -> None:
         SETS
     )
 
-    cfg = json.loads((args.run / "config.json").read_text())
     export = json.loads((args.run / "export.json").read_text())
     card = {
         "metrics": metrics,
         "parameters": {k: v for k, v in export.items() if k.endswith("parameters")},
-        "train_wall_seconds": wall_seconds(args.run),
-        "machine": args.machine,
         "history": args.history,
-        "shipped_megabytes": size_mb(staging),
-        "date": date.today().isoformat(),
-        "config": cfg,
+        **run_facts(args.run, staging, args.machine),
     }
     publish(staging, DEST, card, model_card(card))
     print(json.dumps(metrics, indent=2))

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
-from ship_default_image import publish, ship_parser, size_mb, stage, wall_seconds  # noqa: E402
+from ship_default_image import publish, run_facts, ship_parser, stage  # noqa: E402
 
 DEST = ROOT / "spacetime" / "assets" / "default-video-vae"
 
@@ -49,16 +48,12 @@ def main() -> None:
     for row in rows.values():
         row["flicker_vs_frame_by_frame"] = round(row["flicker_levels"] / base - 1, 4)
 
-    cfg = json.loads((args.run / "config.json").read_text())
+    facts = run_facts(args.run, staging, args.machine)
     card = {
         "heldout": rows,
         "window": TEMPORAL_DECODE,
-        "train_wall_seconds": wall_seconds(args.run),
-        "machine": args.machine,
-        "stopped": stopped(args.run, cfg),
-        "shipped_megabytes": size_mb(staging),
-        "date": date.today().isoformat(),
-        "config": cfg,
+        "stopped": stopped(args.run, facts["config"]),
+        **facts,
     }
     publish(staging, DEST, card, model_card(card))
     print(json.dumps(rows, indent=2))

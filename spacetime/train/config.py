@@ -36,9 +36,8 @@ class TrainConfig:
     temporal_weight: float = 1.0  # video_vae: L1 on frame-to-frame differences (against flicker)
     train_text: bool = False  # motion: also fine-tune the text encoder (to learn motion words)
     motion_text: bool = False  # motion: motion modules cross-attend to the prompt
-    high_noise_fraction: float = (
-        0.0  # motion: share of samples with t drawn from [high_noise_min, 1000)
-    )
+    # motion: share of samples with t drawn from [high_noise_min, 1000)
+    high_noise_fraction: float = 0.0
     high_noise_min: int = 600
     # motion: weight each sample's ε loss by clamp(1/SNR(t), 1, cap), an x0 loss at high noise where
     # the ε loss hardly sees the clip (weight SNR); 0 keeps the plain ε loss

@@ -105,14 +105,14 @@ def train(
         accelerator.load_state(str(found[-1]))
         accelerator.print(f"resumed from {found[-1]} (step {counter.step})")
 
+    last = min(cfg.stop_after or cfg.steps, cfg.steps)
     bar = tqdm(
-        total=cfg.steps, initial=counter.step, desc=f"train {cfg.task}", unit="step",
+        total=last, initial=counter.step, desc=f"train {cfg.task}", unit="step",
         disable=not (progress and accelerator.is_main_process), dynamic_ncols=True,
     )  # fmt: skip
     log = (out / "log.jsonl").open("a") if accelerator.is_main_process else None
     started = time.time()
     module.train()
-    last = min(cfg.stop_after or cfg.steps, cfg.steps)
     while counter.step < last:
         batch = {
             k: v.to(accelerator.device) for k, v in task.batch(counter.step, rank, world).items()

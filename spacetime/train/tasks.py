@@ -136,17 +136,32 @@ class DenoisingLoss(nn.Module):
     """ε-prediction loss ‖ε − ε̂(√ᾱ x0 + √(1−ᾱ) ε, t, text)‖² (DDPM, Ho et al. 2020), text encoder
     trained jointly; further batch entries (a multi-view set's `cameras`) go to the U-Net."""
 
-    def __init__(self, unet: UNet2DCondition, text_model: nn.Module, alphas_cumprod: Tensor):
+    def __init__(
+        self,
+        unet: UNet2DCondition,
+        text_model: nn.Module,
+        alphas_cumprod: Tensor,
+        x0_weight_cap: float = 0.0,
+    ):
         super().__init__()
         self.unet = unet
         self.text_model = text_model
+        self.x0_weight_cap = x0_weight_cap
         self.register_buffer("alphas_cumprod", alphas_cumprod, persistent=False)
 
     def forward(self, ids: Tensor, x0: Tensor, t: Tensor, noise: Tensor, **conditioning) -> Tensor:
-        context = self.text_model(ids)
+        x_t = self.noised(x0, t, noise)
+        return self.loss(self.unet(x_t, t, self.text_model(ids), **conditioning), noise, t)
+
+    def noised(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """x_t = √ᾱ x0 + √(1−ᾱ) ε."""
         abar = self.alphas_cumprod[t].view(-1, *([1] * (x0.ndim - 1)))
-        x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
-        return F.mse_loss(self.unet(x_t, t, context, **conditioning).float(), noise)
+        return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+
+    def loss(self, prediction: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+        """Mean squared ε error, each sample weighted by x0_loss_weights (all 1 by default)."""
+        error = (prediction.float() - noise).pow(2).flatten(1).mean(1)
+        return (x0_loss_weights(self.alphas_cumprod[t], self.x0_weight_cap) * error).mean()
 
 
 class TextToImageTask:
@@ -202,21 +217,14 @@ class MotionLoss(DenoisingLoss):
     """The same ε loss on clips; the motion modules train, the spatial U-Net stays frozen
     (AnimateDiff), and the text encoder trains only when it is unfrozen."""
 
-    def __init__(self, unet, text_model, alphas_cumprod: Tensor, x0_weight_cap: float = 0.0):
-        super().__init__(unet, text_model, alphas_cumprod)
-        self.x0_weight_cap = x0_weight_cap
-
     def forward(self, ids: Tensor, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         trains_text = any(p.requires_grad for p in self.text_model.parameters())
         with torch.set_grad_enabled(trains_text and torch.is_grad_enabled()):
             context = self.text_model(ids)
-        abar = self.alphas_cumprod[t].view(-1, *([1] * (x0.ndim - 1)))
-        x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
         # torch 2.13 on CPU segfaults in backward when the autograd graph first starts inside the
         # frozen U-Net (at the first motion module); rooting it at the input avoids that.
-        x_t.requires_grad_(True)
-        error = (self.unet(x_t, t, context).float() - noise).pow(2).flatten(1).mean(1)
-        return (x0_loss_weights(abar.flatten(), self.x0_weight_cap) * error).mean()
+        x_t = self.noised(x0, t, noise).requires_grad_(True)
+        return self.loss(self.unet(x_t, t, context), noise, t)
 
 
 def x0_loss_weights(abar: Tensor, cap: float) -> Tensor:
