@@ -316,3 +316,33 @@ def test_written_files_get_ordinary_permissions(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "c.gif").stat().st_mode) == 0o644
+
+
+def test_motion_word_std_gives_each_direction_its_own_text_state():
+    """The image stage leaves the direction words' embeddings near-identical; motion_word_std
+    re-draws them (and only them), so "left" and "right" become as far apart as two colours."""
+    from spacetime.formats.load import default_model
+    from spacetime.train.config import make_config
+    from spacetime.train.tasks import MotionTask
+
+    base = default_model("image")
+    if base is None:
+        pytest.skip("no default image model shipped")
+    with pytest.raises(ValueError, match="motion_word_std needs train_text"):
+        make_config(dict(task="motion", base=str(base), motion_word_std=2.0))
+    cfg = make_config(dict(task="motion", base=str(base), train_text=True, motion_word_std=2.0))
+    task = MotionTask(cfg)
+    before = task.base.text_encoder.model.embeddings.token_embedding.weight.clone()
+    text = task.build().text_model
+    after = text.embeddings.token_embedding.weight
+    ids = task.base.text_encoder.tokenize(["moving left right up down"])[0][1:6]
+    changed = (after != before).any(1).nonzero().flatten()
+    assert changed.tolist() == sorted(ids.tolist())
+    assert after[ids].norm(dim=1).min() > 10 * before[ids].norm(dim=1).max()
+    with torch.no_grad():
+        left, right, blue = (
+            text(task.base.text_encoder.tokenize([p]))
+            for p in ("a red square moving left", "a red square moving right",
+                      "a blue square moving left")
+        )  # fmt: skip
+    assert (left - right).norm() > 0.5 * (left - blue).norm()

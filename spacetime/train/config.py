@@ -36,6 +36,10 @@ class TrainConfig:
     temporal_weight: float = 1.0  # video_vae: L1 on frame-to-frame differences (against flicker)
     train_text: bool = False  # motion: also fine-tune the text encoder (to learn motion words)
     motion_text: bool = False  # motion: motion modules cross-attend to the prompt
+    # motion: re-draw the token embeddings of "moving" and the directions at this std (the image
+    # stage leaves them near-identical, ~0.16 in norm), so each direction starts as its own text
+    # state; needs train_text (the package ships the encoder). 0 keeps the image stage's.
+    motion_word_std: float = 0.0
     # motion: share of samples with t drawn from [high_noise_min, 1000)
     high_noise_fraction: float = 0.0
     high_noise_min: int = 600
@@ -75,6 +79,10 @@ class TrainConfig:
             raise ValueError(f"{self.task} training needs `vae:` (a trained VAE folder)")
         if self.task in ("motion", "multiview") and not self.base:
             raise ValueError(f"{self.task} training needs `base:` (the image model to inflate)")
+        if self.motion_word_std > 0 and not self.train_text:
+            raise ValueError(
+                "motion_word_std needs train_text: true (the package ships the encoder)"
+            )
         if self.task == "multiview":
             spacing = 360 / self.views
             if self.azimuth_step <= 0 or spacing % self.azimuth_step:

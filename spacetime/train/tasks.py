@@ -264,8 +264,19 @@ class MotionTask:
         # CLIP learned "moving left" from the web; our small text encoder only ever saw still-scene
         # captions, so motion words carry nothing until the motion stage teaches it (train_text).
         text = self.base.text_encoder.model.requires_grad_(self.cfg.train_text)
+        if self.cfg.motion_word_std > 0:
+            self._redraw_motion_words(text.embeddings.token_embedding.weight)
         schedule = NoiseSchedule().alphas_cumprod.float()
         return MotionLoss(unet, text, schedule, self.cfg.x0_weight_cap)
+
+    @torch.no_grad()
+    def _redraw_motion_words(self, table: Tensor) -> None:
+        """N(0, motion_word_std) rows for "moving" and the directions, seeded by the run's seed."""
+        ids = self.base.text_encoder.tokenize([" ".join(("moving", *world.DIRECTIONS))])[0]
+        ids = ids[1 : 2 + len(world.DIRECTIONS)]  # after the start token
+        g = torch.Generator().manual_seed(self.cfg.seed)
+        rows = torch.randn((len(ids), table.shape[1]), generator=g) * self.cfg.motion_word_std
+        table[ids.to(table.device)] = rows.to(table)
 
     @torch.no_grad()
     def batch(self, step: int, rank: int, world_size: int) -> dict[str, Tensor]:
