@@ -6,7 +6,6 @@ python examples/text_to_video.py --model path/to/sd15 --motion path/to/motion-ad
 
 import argparse
 
-from spacetime.formats.load import default_model
 from spacetime.media import write_video
 from spacetime.pipelines.video import VideoPipeline
 
@@ -24,11 +23,10 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
 
-    pipe = VideoPipeline.from_pretrained(
-        args.model or default_model("image"), motion=args.motion or default_model("motion")
-    )
+    # No model: the shipped world model with its motion module and temporal decoder.
+    pipe = VideoPipeline.from_pretrained(args.model, motion=args.motion)
     # (n, t, h, w, 3) uint8: one clip per prompt; the same seed gives the same clip.
-    clip = pipe(args.prompt, frames=args.frames, steps=args.steps, seed=args.seed, guidance=5.0)
+    clip = pipe(args.prompt, frames=args.frames, steps=args.steps, seed=args.seed, guidance=7.5)
     write_video(args.out, clip[0], fps=8)
     print(f"wrote {args.out} ({clip.shape[1]} frames of {clip.shape[3]}x{clip.shape[2]})")
 

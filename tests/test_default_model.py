@@ -1,5 +1,6 @@
 """The embedded default model: used without --model, reads its own prompts, warns on others."""
 
+import numpy as np
 import pytest
 
 from spacetime.eval import read_image
@@ -76,3 +77,28 @@ def test_shipped_multiview_model_draws_the_prompt_from_every_side():
     views = pipe("a red cube", steps=20, scheduler="dpm++", seed=0)[0]
     reading = read_view_set(views, default_cameras())
     assert (reading.colour, reading.shape) == ("red", "cube")
+
+
+def test_shipped_motion_module_moves_held_out_prompts_their_way():
+    """The shipped motion module (≤ 15 MB, documented, used by default): held-out colour × shape ×
+    direction prompts, one per direction, move the way the prompt says with colour and shape
+    held; the image model frame by frame, without temporal layers, moves nowhere."""
+    from spacetime.eval.oracle import read_clips
+    from spacetime.eval.text_to_video import heldout_clip_prompts
+    from spacetime.pipelines.video import VideoPipeline
+    from spacetime.world import parse_clip_caption
+
+    folder = default_model("motion")
+    assert folder is not None and "Wall time" in (folder / "MODEL_CARD.md").read_text()
+    assert sum(p.stat().st_size for p in folder.rglob("*.safetensors")) <= 15e6
+    held_out = heldout_clip_prompts()
+    prompts = [
+        next(p for p in held_out if f"moving {d} " in p) for d in ("left", "right", "up", "down")
+    ]
+    kw = dict(frames=16, steps=20, scheduler="dpm++", guidance=7.5, seed=0)
+    pipe = VideoPipeline.from_pretrained(precision="fp32")  # the world model: motion by default
+    assert any(".motion_modules." in k for k in pipe.components.unet.state_dict())
+    clips = [pipe(p, **kw)[0] for p in prompts]
+    for prompt, reading in zip(prompts, read_clips(np.stack(clips)), strict=True):
+        assert reading.direction == parse_clip_caption(prompt).direction, prompt
+        assert reading.colour_constant and reading.shape_constant, prompt

@@ -358,7 +358,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workdir", type=Path, default=Path("/tmp/spacetime-bench-video"),
                    help="logs and results-video.json go here (default /tmp/spacetime-bench-video)")  # fmt: skip
     p.add_argument("--motion", type=Path, default=None,
-                   help="MotionAdapter folder (default: a fresh inflate() of the default U-Net)")  # fmt: skip
+                   help="MotionAdapter folder (default: the shipped default motion module, else a fresh "
+                   "inflate() of the default U-Net as the recipe builds it)")  # fmt: skip
     p.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
     p.add_argument("--frames", type=int, default=16, help="frames of the timed clip (default 16)")
     p.add_argument("--memory-frames", type=int, nargs=2, default=[16, 64],
@@ -405,9 +406,13 @@ def main(argv: list[str] | None = None) -> None:
     wait_quiet(a.max_contention, a.quiet_wait)
     loadavg_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(dir=a.workdir) as tmp:
+        shipped = default_model("motion")
+        a.motion = a.motion or shipped
         motion = a.motion or fresh_motion(Path(tmp) / "motion")
         described = (
-            f"the motion modules of `{a.motion}`"
+            "the shipped default motion module (`spacetime/assets/default-motion`)"
+            if a.motion and a.motion == shipped
+            else f"the motion modules of `{a.motion}`"
             if a.motion
             else "motion modules built as `configs/world_motion.yaml` builds them (text-reading "
             "AnimateDiff modules, untrained: speed and memory do not depend on the weights), saved with "

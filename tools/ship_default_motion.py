@@ -35,7 +35,10 @@ def main() -> None:
 
     staging = stage(args.run / "model" / "motion", DEST)
     base = default_model("image")
-    video = VideoPipeline.from_pretrained(base, precision="fp32", motion=staging)
+    # as `VideoPipeline.from_pretrained()` gives the world model: with the shipped temporal decoder
+    video = VideoPipeline.from_pretrained(
+        base, precision="fp32", motion=staging, vae=default_model("video-vae")
+    )
     still = VideoPipeline.from_pretrained(
         base, precision="fp32"
     )  # frame by frame, no temporal layers
@@ -66,16 +69,16 @@ def model_card(c: dict) -> str:
         f"| {name} | {r['direction']:.1%} | {r['constant_colour_and_shape']:.1%} | {r['colour']:.1%} | "
         f"{r['shape']:.1%} | {r['background']:.1%} |"
     )
-    extras = [("motion_pixel_positions", "each pixel's place in the frame (Fourier features)"),
-              ("space_time_attention", "joint (t h w) self-attention with frame positions beside "
-               "each spatial attention")]  # fmt: skip
-    extra = "".join(f"; {text}" for key, text in extras if cfg.get(key))
+    extras = [("motion_pixel_positions", "know each pixel's place in the frame (Fourier features)"),
+              ("space_time_attention", "attend jointly over (t h w) beside each spatial attention")]  # fmt: skip
+    extra = "".join(f" and {text}" for key, text in extras if cfg.get(key))
+    share = "all" if m["prompts"] == 162 else "spread evenly"
     return f"""# spacetime default motion module (the procedural world)
 
 AnimateDiff-style motion modules (temporal attention after each resnet+attention pair and in the mid
 block, frame positions, zero-initialised output) trained on the world's motion clips with the default
-image model's U-Net frozen. The modules also cross-attend to the prompt{extra}. Diffusers
-`MotionAdapter` layout plus spacetime's extra keys, weights stored fp16
+image model's U-Net frozen. The modules also cross-attend to the prompt{extra}.
+Diffusers `MotionAdapter` layout plus spacetime's extra keys, weights stored fp16
 ({c["shipped_megabytes"]} MB in all).
 
 ## What makes the prompt's direction stick
@@ -103,10 +106,14 @@ Wall time on {c.get("machine", "this 2-core CPU")}: {c["train_wall_seconds"] / 6
 
 ## Metrics ({c["date"]})
 
-{m["prompts"]} held-out prompts (of 162, spread evenly), one clip each, 16 frames, DPM-Solver++
+{m["prompts"]} held-out prompts (of 162: {share}), one clip each, 16 frames, DPM-Solver++
 {m["steps"]} steps, guidance {m["guidance"]}, the shipped fp16 weights, tracked by the oracle
 (`spacetime/eval/oracle.py`). Direction by chance is 25%. The frame-by-frame row is the default image
-model alone (its own text encoder, no temporal layers), sampled at the same seeds.
+model alone (its own text encoder, no temporal layers), sampled at the same seeds; it never saw
+motion words, so they also unsettle its backgrounds. Clips with motion modules decode with the
+shipped temporal decoder, as `VideoPipeline.from_pretrained()` does for the world model; frame-by-frame
+ones with the image VAE. Where colour or shape does not hold, the hue wavers between neighbouring
+palette colours (blue/green, purple/blue, orange/yellow), mostly on a background of a nearby hue.
 
 | sampler | direction | colour & shape constant | colour | shape | background |
 |---|---|---|---|---|---|
