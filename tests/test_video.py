@@ -346,3 +346,30 @@ def test_motion_word_std_gives_each_direction_its_own_text_state():
                       "a blue square moving left")
         )  # fmt: skip
     assert (left - right).norm() > 0.5 * (left - blue).norm()
+
+
+def test_init_motion_fine_tunes_a_trained_package(tmp_path):
+    """init_motion starts from a motion package (modules, inflation spec, text encoder) instead of
+    fresh modules, and the fine-tuned package again carries its text encoder."""
+    from spacetime.formats.load import default_model
+    from spacetime.train.config import make_config
+    from spacetime.train.tasks import MotionTask
+
+    base, package = default_model("image"), default_model("motion")
+    if package is None:
+        pytest.skip("no default motion module shipped")
+    with pytest.raises(ValueError, match="re-draw the words init_motion learned"):
+        make_config(dict(task="motion", base=str(base), train_text=True, motion_word_std=2.0,
+                         init_motion=str(package)))  # fmt: skip
+    cfg = make_config(dict(task="motion", base=str(base), init_motion=str(package)))
+    task = MotionTask(cfg)
+    module = task.build()
+    shipped = VideoPipeline.from_pretrained(base, precision="fp32", motion=package).components
+    assert module.unet.inflation == shipped.unet.inflation
+    got, want = module.unet.state_dict(), shipped.unet.state_dict()
+    assert all(torch.equal(v, got[k]) for k, v in want.items())
+    text = module.text_model.state_dict()
+    assert all(torch.equal(v, text[k]) for k, v in shipped.text_encoder.model.state_dict().items())
+    assert not any(p.requires_grad for p in module.text_model.parameters())  # train_text off
+    task.export(module, tmp_path)
+    assert (tmp_path / "motion" / "text_encoder").is_dir()

@@ -40,6 +40,9 @@ class TrainConfig:
     # stage leaves them near-identical, ~0.16 in norm), so each direction starts as its own text
     # state; needs train_text (the package ships the encoder). 0 keeps the image stage's.
     motion_word_std: float = 0.0
+    # motion: fine-tune this motion package (a MotionAdapter folder, with its text encoder if it has
+    # one) instead of fresh modules; its config, not the keys above, says how the U-Net is inflated
+    init_motion: str = ""
     # motion: share of samples with t drawn from [high_noise_min, 1000)
     high_noise_fraction: float = 0.0
     high_noise_min: int = 600
@@ -83,6 +86,8 @@ class TrainConfig:
             raise ValueError(
                 "motion_word_std needs train_text: true (the package ships the encoder)"
             )
+        if self.motion_word_std > 0 and self.init_motion:
+            raise ValueError("motion_word_std would re-draw the words init_motion learned: set one")
         if self.task == "multiview":
             spacing = 360 / self.views
             if self.azimuth_step <= 0 or spacing % self.azimuth_step:

@@ -252,18 +252,31 @@ class MotionTask:
     def build(self) -> nn.Module:
         from spacetime.models.inflate import InflationSpec, freeze_spatial, inflate
 
-        heads = self.base.unet.config.heads[0]
-        spec = InflationSpec(
-            heads=heads, max_frames=32, motion_text=self.cfg.motion_text,
-            view_attention=self.cfg.space_time_attention, view_heads=heads,
-            view_frames=32 if self.cfg.space_time_attention else 0,
-            motion_pixel_positions=self.cfg.motion_pixel_positions,
-        )  # fmt: skip
-        unet = inflate(self.base.unet, spec)
+        if self.cfg.init_motion:  # fine-tune a trained package, text encoder included
+            from spacetime.formats.motion import load_motion_adapter, load_motion_text_encoder
+
+            unet = load_motion_adapter(self.base.unet, self.cfg.init_motion)
+            tokenizer = self.base.text_encoder.tokenizer
+            encoder = load_motion_text_encoder(self.cfg.init_motion, tokenizer)
+            text = (encoder or self.base.text_encoder).model
+            ships_text = encoder is not None
+        else:
+            heads = self.base.unet.config.heads[0]
+            spec = InflationSpec(
+                heads=heads, max_frames=32, motion_text=self.cfg.motion_text,
+                view_attention=self.cfg.space_time_attention, view_heads=heads,
+                view_frames=32 if self.cfg.space_time_attention else 0,
+                motion_pixel_positions=self.cfg.motion_pixel_positions,
+            )  # fmt: skip
+            unet = inflate(self.base.unet, spec)
+            text = self.base.text_encoder.model
+            ships_text = False
         freeze_spatial(unet)
+        # the package carries the text encoder the modules were trained with
+        self.ships_text = ships_text or self.cfg.train_text
         # CLIP learned "moving left" from the web; our small text encoder only ever saw still-scene
         # captions, so motion words carry nothing until the motion stage teaches it (train_text).
-        text = self.base.text_encoder.model.requires_grad_(self.cfg.train_text)
+        text.requires_grad_(self.cfg.train_text)
         if self.cfg.motion_word_std > 0:
             self._redraw_motion_words(text.embeddings.token_embedding.weight)
         schedule = NoiseSchedule().alphas_cumprod.float()
@@ -312,7 +325,7 @@ class MotionTask:
 
         save_motion_adapter(module.unet, folder / "motion")
         trainable = sum(p.numel() for n, p in module.unet.named_parameters() if is_temporal(n))
-        if self.cfg.train_text:  # the motion package carries the text encoder it was trained with
+        if self.ships_text:
             text = module.text_model.float().eval()
             save_component(
                 folder / "motion" / "text_encoder",
