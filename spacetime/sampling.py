@@ -141,6 +141,14 @@ class NoiseSchedule:
         return torch.cumprod(1.0 - betas, dim=0)
 
 
+def add_noise(x0: Tensor, noise: Tensor, abar: Tensor) -> Tensor:
+    """x_t = √ᾱ x0 + √(1−ᾱ) ε, the forward process q(x_t | x0) (DDPM); `abar` is one level or one
+    per sample (b,), broadcast over the remaining axes."""
+    abar = torch.as_tensor(abar, device=x0.device)
+    abar = abar.reshape(-1, *([1] * (x0.ndim - 1))) if abar.ndim else abar
+    return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+
+
 def _rescale_zero_terminal_snr(betas: Tensor) -> Tensor:
     """Shift and scale sqrt(abar) so the last step has zero SNR (Lin et al. 2023, Algorithm 1)."""
     abar_sqrt = torch.cumprod(1.0 - betas, dim=0).sqrt()

@@ -82,7 +82,7 @@ def test_shipped_multiview_model_draws_the_prompt_from_every_side():
 def test_shipped_motion_module_moves_held_out_prompts_their_way():
     """The shipped motion module (≤ 15 MB, documented, used by default): held-out colour × shape ×
     direction prompts, one per direction, move the way the prompt says with colour and shape
-    held; the image model frame by frame, without temporal layers, moves nowhere."""
+    held."""
     from spacetime.eval.oracle import read_clips
     from spacetime.eval.text_to_video import heldout_clip_prompts
     from spacetime.pipelines.video import VideoPipeline

@@ -407,13 +407,12 @@ def main(argv: list[str] | None = None) -> None:
     loadavg_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(dir=a.workdir) as tmp:
         shipped = default_model("motion")
-        a.motion = a.motion or shipped
-        motion = a.motion or fresh_motion(Path(tmp) / "motion")
+        motion = a.motion or shipped or fresh_motion(Path(tmp) / "motion")
         described = (
-            "the shipped default motion module (`spacetime/assets/default-motion`)"
-            if a.motion and a.motion == shipped
-            else f"the motion modules of `{a.motion}`"
+            f"the motion modules of `{a.motion}`"
             if a.motion
+            else "the shipped default motion module (`spacetime/assets/default-motion`)"
+            if shipped
             else "motion modules built as `configs/world_motion.yaml` builds them (text-reading "
             "AnimateDiff modules, untrained: speed and memory do not depend on the weights), saved with "
             "`save_motion_adapter` and loaded through `motion=`)"

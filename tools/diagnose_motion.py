@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from spacetime import world
-from spacetime.sampling import NoiseSchedule
+from spacetime.sampling import NoiseSchedule, add_noise
 
 FLIP = {"left": "right", "right": "left", "up": "down", "down": "up"}
 PERP = {"left": "up", "right": "down", "up": "left", "down": "right"}
@@ -71,7 +71,7 @@ def main() -> None:
         response = {}
         for t in LEVELS:
             noise = torch.randn(x0.shape, generator=g)
-            x_t = abar[t].sqrt() * x0 + (1 - abar[t]).sqrt() * noise
+            x_t = add_noise(x0, noise, abar[t])
             steps = torch.full((len(clips),), t)
             loss = {
                 k: ((c.unet(x_t, steps, ctx) - noise) ** 2).mean().item()

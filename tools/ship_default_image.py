@@ -81,13 +81,11 @@ def ship_parser(doc: str, run: str) -> argparse.ArgumentParser:
     return p
 
 
-def run_facts(run: Path, staging: Path, machine: str | None = None) -> dict:
+def run_facts(run: Path, staging: Path, machine: str) -> dict:
     """What every model card records about a run: its config, wall time, machine, size, date."""
-    facts = {"train_wall_seconds": wall_seconds(run)}
-    if machine is not None:
-        facts["machine"] = machine
     return {
-        **facts,
+        "train_wall_seconds": wall_seconds(run),
+        "machine": machine,
         "shipped_megabytes": size_mb(staging),
         "date": date.today().isoformat(),
         "config": json.loads((run / "config.json").read_text()),

@@ -102,7 +102,7 @@ Diffusers `MotionAdapter` layout plus spacetime's extra keys, weights stored fp1
 Seed {cfg["seed"]}; batches of {cfg["batch_size"]} clips of {cfg["frames"]} frames, lr {cfg["lr"]} on a
 {cfg["steps"]}-step cosine schedule, stopped after step {c["steps_done"]} (`stop_after` in the config
 replays it), {cfg["caption_dropout"]:.0%} empty captions; held-out clip combinations never drawn.
-Wall time on {c.get("machine", "this 2-core CPU")}: {c["train_wall_seconds"] / 60:.1f} min.
+Wall time on {c["machine"]}: {c["train_wall_seconds"] / 60:.1f} min.
 
 ## Metrics ({c["date"]})
 

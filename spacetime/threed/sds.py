@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from spacetime.errors import SpacetimeError
+from spacetime.sampling import add_noise
 
 WEIGHTINGS = ("sds", "uniform", "sigma")
 ANNEALING = ("none", "linear", "sqrt")
@@ -100,7 +101,7 @@ def sds_gradient(
     `predict_noise(z_t)` is the guided noise prediction at that timestep."""
     noise = torch.randn(latents.shape, generator=generator, dtype=latents.dtype).to(latents.device)
     with torch.no_grad():
-        z_t = abar.sqrt() * latents.detach() + (1 - abar).sqrt() * noise
+        z_t = add_noise(latents.detach(), noise, abar)
         return weight(abar, weighting) * (predict_noise(z_t) - noise)
 
 

@@ -32,7 +32,7 @@ from spacetime.models.presets import PRESETS
 from spacetime.models.text import TextEncoder
 from spacetime.models.unet import UNet2DCondition
 from spacetime.models.vae import AutoencoderKL, VAEConfig
-from spacetime.sampling import NoiseSchedule
+from spacetime.sampling import NoiseSchedule, add_noise
 from spacetime.train.config import TrainConfig, make_config
 from spacetime.train.loop import rank_slice
 from spacetime.train.multiview import MultiViewTask
@@ -150,13 +150,8 @@ class DenoisingLoss(nn.Module):
         self.register_buffer("alphas_cumprod", alphas_cumprod, persistent=False)
 
     def forward(self, ids: Tensor, x0: Tensor, t: Tensor, noise: Tensor, **conditioning) -> Tensor:
-        x_t = self.noised(x0, t, noise)
+        x_t = add_noise(x0, noise, self.alphas_cumprod[t])
         return self.loss(self.unet(x_t, t, self.text_model(ids), **conditioning), noise, t)
-
-    def noised(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
-        """x_t = √ᾱ x0 + √(1−ᾱ) ε."""
-        abar = self.alphas_cumprod[t].view(-1, *([1] * (x0.ndim - 1)))
-        return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
 
     def loss(self, prediction: Tensor, noise: Tensor, t: Tensor) -> Tensor:
         """Mean squared ε error, each sample weighted by x0_loss_weights (all 1 by default)."""
@@ -223,7 +218,7 @@ class MotionLoss(DenoisingLoss):
             context = self.text_model(ids)
         # torch 2.13 on CPU segfaults in backward when the autograd graph first starts inside the
         # frozen U-Net (at the first motion module); rooting it at the input avoids that.
-        x_t = self.noised(x0, t, noise).requires_grad_(True)
+        x_t = add_noise(x0, noise, self.alphas_cumprod[t]).requires_grad_(True)
         return self.loss(self.unet(x_t, t, context), noise, t)
 
 
@@ -259,7 +254,6 @@ class MotionTask:
             tokenizer = self.base.text_encoder.tokenizer
             encoder = load_motion_text_encoder(self.cfg.init_motion, tokenizer)
             text = (encoder or self.base.text_encoder).model
-            ships_text = encoder is not None
         else:
             heads = self.base.unet.config.heads[0]
             spec = InflationSpec(
@@ -270,10 +264,7 @@ class MotionTask:
             )  # fmt: skip
             unet = inflate(self.base.unet, spec)
             text = self.base.text_encoder.model
-            ships_text = False
         freeze_spatial(unet)
-        # the package carries the text encoder the modules were trained with
-        self.ships_text = ships_text or self.cfg.train_text
         # CLIP learned "moving left" from the web; our small text encoder only ever saw still-scene
         # captions, so motion words carry nothing until the motion stage teaches it (train_text).
         text.requires_grad_(self.cfg.train_text)
@@ -281,6 +272,13 @@ class MotionTask:
             self._redraw_motion_words(text.embeddings.token_embedding.weight)
         schedule = NoiseSchedule().alphas_cumprod.float()
         return MotionLoss(unet, text, schedule, self.cfg.x0_weight_cap)
+
+    @property
+    def ships_text(self) -> bool:
+        """The package carries the text encoder its modules were trained with: one trained here,
+        or the one the package it fine-tunes came with."""
+        started_from = self.cfg.init_motion and Path(self.cfg.init_motion) / "text_encoder"
+        return self.cfg.train_text or bool(started_from and started_from.is_dir())
 
     @torch.no_grad()
     def _redraw_motion_words(self, table: Tensor) -> None:
