@@ -88,3 +88,24 @@ def test_a_batch_of_prompts_matches(animatediff):
     got = pipe(prompts, negatives, frames=6, steps=5, guidance=3.0, height=32, width=32, seed=2)
     assert got.shape == (2, 6, 32, 32, 3)
     assert close_pixels(got, want) >= 0.99
+
+
+@pytest.mark.parametrize(("scheduler", "fast"), [("ddim", False), ("dpm++", True)])
+def test_free_init_matches_diffusers(animatediff, scheduler, fast):
+    from spacetime.free_init import FreeInit
+
+    sd, motion, ref = animatediff
+    ref.enable_free_init(num_iters=2, use_fast_sampling=fast, method="butterworth", order=4)
+    try:
+        want = diffusers_clips(
+            ref, scheduler, "a red circle", seed=1, negative_prompt="blue", num_frames=8,
+            num_inference_steps=6, guidance_scale=6.0, height=32, width=32,
+        )  # fmt: skip
+    finally:
+        ref.disable_free_init()
+    pipe = VideoPipeline.from_pretrained(sd, precision="fp32", motion=motion)
+    kw = dict(frames=8, steps=6, guidance=6.0, height=32, width=32, seed=1, scheduler=scheduler)
+    got = pipe("a red circle", "blue", free_init=FreeInit(iterations=2, fast=fast), **kw)
+    assert close_pixels(got, want) >= 0.99
+    # The second pass changes the clip: the test would notice FreeInit being skipped.
+    assert close_pixels(pipe("a red circle", "blue", **kw), want) < 0.9

@@ -85,7 +85,7 @@ def test_shipped_motion_module_moves_held_out_prompts_their_way():
     held."""
     from spacetime.eval.oracle import read_clips
     from spacetime.eval.text_to_video import heldout_clip_prompts
-    from spacetime.pipelines.video import VideoPipeline
+    from spacetime.pipelines.video import WORLD_FREE_INIT, VideoPipeline
     from spacetime.world import parse_clip_caption
 
     folder = default_model("motion")
@@ -98,6 +98,7 @@ def test_shipped_motion_module_moves_held_out_prompts_their_way():
     kw = dict(frames=16, steps=20, scheduler="dpm++", guidance=7.5, seed=0)
     pipe = VideoPipeline.from_pretrained(precision="fp32")  # the world model: motion by default
     assert any(".motion_modules." in k for k in pipe.components.unet.state_dict())
+    assert pipe.free_init == WORLD_FREE_INIT  # and FreeInit, as its model card measures it
     clips = [pipe(p, **kw)[0] for p in prompts]
     for prompt, reading in zip(prompts, read_clips(np.stack(clips)), strict=True):
         assert reading.direction == parse_clip_caption(prompt).direction, prompt

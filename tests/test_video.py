@@ -103,6 +103,8 @@ def test_mp4_is_h264_yuv420p(tmp_path):
         (["--out", "clip.avi"], "extension must be one of"),
         (["--fps", "0"], "fps must be >= 1"),
         (["--out", "/proc/nope/clip.mp4"], "cannot write"),
+        (["--free-init", "-1"], "--free-init must be >= 0"),
+        (["--free-init-fast"], "--free-init-fast needs --free-init N"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_writes_nothing(
@@ -123,6 +125,25 @@ def test_cli_writes_a_gif(model_and_motion, tmp_path, capsys):
     main(["a red circle", "--model", str(sd), "--motion", str(motion), "--frames", "4",
           "--steps", "2", "--height", "32", "--width", "32", "--out", str(out)])  # fmt: skip
     assert "wrote" in capsys.readouterr().out and out.is_file()
+
+
+def test_free_init_is_a_pipeline_default_that_calls_override(model_and_motion):
+    from spacetime.free_init import FreeInit
+
+    sd, motion, _ = model_and_motion
+    pipe = VideoPipeline.from_pretrained(sd, precision="fp32", motion=motion)
+    assert pipe.free_init is None  # models given by path sample as diffusers does by default
+    kw = dict(frames=6, steps=3, height=32, width=32, seed=4)
+    calls = []
+    plain = pipe("a red circle", **kw)
+    twice = pipe("a red circle", free_init=FreeInit(2), progress=lambda *c: calls.append(c), **kw)
+    assert calls == [(k, 6) for k in range(1, 7)]  # one bar over both passes
+    assert np.abs(plain.astype(int) - twice.astype(int)).max() > 10
+    pipe.enable_free_init(iterations=2)
+    np.testing.assert_array_equal(pipe("a red circle", **kw), twice)
+    np.testing.assert_array_equal(pipe("a red circle", free_init=None, **kw), plain)
+    pipe.disable_free_init()
+    np.testing.assert_array_equal(pipe("a red circle", **kw), plain)
 
 
 def test_cli_needs_a_motion_module_for_an_image_model(model_and_motion, tmp_path, capsys):
@@ -373,3 +394,4 @@ def test_init_motion_fine_tunes_a_trained_package(tmp_path):
     assert not any(p.requires_grad for p in module.text_model.parameters())  # train_text off
     task.export(module, tmp_path)
     assert (tmp_path / "motion" / "text_encoder").is_dir()
+

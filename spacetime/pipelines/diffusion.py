@@ -19,6 +19,7 @@ from spacetime import sampling
 from spacetime.context import DEFAULT_FRAMES, ContextWindows, windowed
 from spacetime.errors import SpacetimeError
 from spacetime.formats.diffusers import Components
+from spacetime.free_init import FreeInit, mix_frequencies
 from spacetime.models.vae import AutoencoderKL
 from spacetime.precision import DTYPES, autocast, resolve_precision
 
@@ -76,6 +77,8 @@ class GenerationRequest:
     # outgrows the motion modules' frame positions, overlapping by a quarter of the window.
     context_frames: int | None = None
     context_overlap: int | None = None
+    # Resample a clip from its own low frequencies (spacetime.free_init); images skip it.
+    free_init: FreeInit | None = None
 
     def __post_init__(self):
         if not self.prompts:
@@ -111,6 +114,12 @@ class GenerationRequest:
         """Windows of `frames` frames with the requested overlap (default: a quarter window)."""
         overlap = frames // 4 if self.context_overlap is None else self.context_overlap
         return ContextWindows(frames, overlap)
+
+    def passes(self) -> list[int]:
+        """Sampler steps of each sampling pass: one pass, or FreeInit's for a clip."""
+        if self.free_init is None or self.frames == 1:
+            return [self.steps]
+        return [self.free_init.steps(self.steps, i) for i in range(self.free_init.iterations)]
 
 
 class DiffusionPipeline:
@@ -220,9 +229,7 @@ class DiffusionPipeline:
             generator.manual_seed(req.seed)
         else:
             generator.seed()
-        plan = sampling.plan(c.schedule, req.scheduler, req.steps, karras=req.karras)
-        x = torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device)
-        x = x * plan.init_noise_sigma
+        noise = torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device)
 
         cameras = None if cameras is None else cameras.to(self.device, torch.float32)
 
@@ -239,18 +246,37 @@ class DiffusionPipeline:
             net = windowed(net, windows)
         model_fn = sampling.classifier_free_guidance(net, cond, uncond, req.guidance)
         denoiser = sampling.model_denoiser(model_fn, c.schedule)
-        callback = None if progress is None else (lambda i, _x: progress(i + 1, req.steps))
-        with compute:  # one autocast region for the whole loop keeps its weight-cast cache
-            x = sampling.sample(
-                req.scheduler,
-                denoiser,
-                x,
-                plan,
-                eta=req.eta,
-                generator=generator,
-                callback=callback,
+        passes = req.passes()
+        latents = x = noise
+        for i, steps in enumerate(passes):
+            # FreeInit: the last sample, diffused to t = T with the first noise, keeps its low
+            # frequencies. Restarts mix unit-variance noise and scale it like the first; diffusers
+            # mixes the first noise already scaled by init_noise_sigma with unscaled fresh noise,
+            # the same for ddim/ddpm/dpm++ (sigma 1) but not for euler/euler-a.
+            if i:
+                diffused = sampling.add_noise(latents, noise, c.schedule.alphas_cumprod[-1])
+                fresh = torch.randn(shape, generator=generator, dtype=torch.float32)
+                low_pass = req.free_init.low_pass(*shape[-3:]).to(self.device)
+                x = mix_frequencies(diffused, fresh.to(self.device), low_pass)
+            plan = sampling.plan(c.schedule, req.scheduler, steps, karras=req.karras)
+            done = sum(passes[:i])
+            callback = (
+                None
+                if progress is None
+                else (lambda k, _x, done=done: progress(done + k + 1, sum(passes)))
             )
-        return sampling.to_network_space(x, plan.sigmas_next[-1])
+            with compute:  # one autocast region for the whole loop keeps its weight-cast cache
+                x = sampling.sample(
+                    req.scheduler,
+                    denoiser,
+                    x * plan.init_noise_sigma,
+                    plan,
+                    eta=req.eta,
+                    generator=generator,
+                    callback=callback,
+                )
+            latents = sampling.to_network_space(x, plan.sigmas_next[-1])
+        return latents
 
     @torch.no_grad()
     def decode(self, latents: Tensor, precision: str | None = None) -> np.ndarray:
