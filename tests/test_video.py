@@ -395,3 +395,39 @@ def test_init_motion_fine_tunes_a_trained_package(tmp_path):
     task.export(module, tmp_path)
     assert (tmp_path / "motion" / "text_encoder").is_dir()
 
+
+def test_text_preservation_lines_motion_captions_up_with_their_still_captions():
+    """Dropping "moving <direction>" from a caption's tokens gives its still caption's tokens, and
+    the preservation term is zero exactly when the trained encoder still reads them as the base
+    one does (a fresh run, before its first step, on captions without motion words)."""
+    from spacetime.formats.load import default_model
+    from spacetime.train.config import make_config
+    from spacetime.train.tasks import MotionTask, still_alignment
+
+    base = default_model("image")
+    with pytest.raises(ValueError, match="text_preservation needs train_text"):
+        make_config(dict(task="motion", base=str(base), text_preservation=1.0))
+    cfg = make_config(
+        dict(task="motion", base=str(base), train_text=True, text_preservation=1.0, batch_size=2,
+             frames=4, caption_dropout=0.0)
+    )  # fmt: skip
+    task = MotionTask(cfg)
+    tokenize = task.base.text_encoder.tokenize
+    captions = ["a red circle moving left on a blue background", "a cube", ""]
+    ids, still_ids, keep = still_alignment(tokenize, captions)
+    assert keep.sum(1).tolist() == [ids.shape[1] - 2] * 3
+    for row in range(3):
+        assert ids[row][keep[row]].tolist() == still_ids[row][: ids.shape[1] - 2].tolist()
+    assert still_ids[0].tolist() == tokenize(["a red circle on a blue background"])[0].tolist()
+
+    loss = task.build()
+    batch = task.batch(0, 0, 1)
+    assert set(batch) >= {"still_ids", "keep"}
+    x0, t, noise = batch["x0"], batch["t"], batch["noise"]
+    loss.preservation = 0.0
+    plain = loss(batch["ids"], x0, t, noise, batch["still_ids"], batch["keep"])
+    loss.preservation = 1.0
+    with_motion = loss(batch["ids"], x0, t, noise, batch["still_ids"], batch["keep"])
+    assert with_motion > plain  # states after the motion words differ from the still caption's
+    ids, still_ids, keep = still_alignment(tokenize, ["a red circle", "a cube"])
+    torch.testing.assert_close(loss(ids, x0, t, noise, still_ids, keep), loss(ids, x0, t, noise))

@@ -43,6 +43,11 @@ class TrainConfig:
     # motion: fine-tune this motion package (a MotionAdapter folder, with its text encoder if it has
     # one) instead of fresh modules; its config, not the keys above, says how the U-Net is inflated
     init_motion: str = ""
+    # motion: weight of a prior-preservation term (DreamBooth-style) on the trained text encoder:
+    # its states for a motion caption, at every token but the motion words, match the base
+    # encoder's states for the still caption (motion words dropped), so the frozen spatial layers
+    # keep reading colour, shape and background as the image stage taught them. Needs train_text.
+    text_preservation: float = 0.0
     # motion: share of samples with t drawn from [high_noise_min, 1000)
     high_noise_fraction: float = 0.0
     high_noise_min: int = 600
@@ -86,6 +91,8 @@ class TrainConfig:
             raise ValueError(
                 "motion_word_std needs train_text: true (the package ships the encoder)"
             )
+        if self.text_preservation > 0 and not self.train_text:
+            raise ValueError("text_preservation needs train_text: true (it constrains the encoder)")
         if self.motion_word_std > 0 and self.init_motion:
             raise ValueError("motion_word_std would re-draw the words init_motion learned: set one")
         if self.task == "multiview":

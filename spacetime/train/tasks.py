@@ -6,6 +6,7 @@ step), produces the batch for a global step, and exports the trained weights in 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import tempfile
@@ -210,16 +211,50 @@ class TextToImageTask:
 
 class MotionLoss(DenoisingLoss):
     """The same ε loss on clips; the motion modules train, the spatial U-Net stays frozen
-    (AnimateDiff), and the text encoder trains only when it is unfrozen."""
+    (AnimateDiff), and the text encoder trains only when it is unfrozen. With a frozen
+    `reference` encoder, plus `preservation` × MSE between the trained encoder's states at the
+    kept (non-motion-word) tokens and the reference's states for the still caption."""
 
-    def forward(self, ids: Tensor, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+    def __init__(self, *args, reference: nn.Module | None = None, preservation: float = 0.0):
+        super().__init__(*args)
+        self.reference = reference
+        self.preservation = preservation
+
+    def forward(
+        self,
+        ids: Tensor,
+        x0: Tensor,
+        t: Tensor,
+        noise: Tensor,
+        still_ids: Tensor | None = None,
+        keep: Tensor | None = None,
+    ) -> Tensor:
         trains_text = any(p.requires_grad for p in self.text_model.parameters())
         with torch.set_grad_enabled(trains_text and torch.is_grad_enabled()):
             context = self.text_model(ids)
         # torch 2.13 on CPU segfaults in backward when the autograd graph first starts inside the
         # frozen U-Net (at the first motion module); rooting it at the input avoids that.
         x_t = add_noise(x0, noise, self.alphas_cumprod[t]).requires_grad_(True)
-        return self.loss(self.unet(x_t, t, context), noise, t)
+        loss = self.loss(self.unet(x_t, t, context), noise, t)
+        if self.reference is None or keep is None:  # no preservation, or a batch without stills
+            return loss
+        kept = rearrange(context[keep], "(b n) d -> b n d", b=len(ids))
+        with torch.no_grad():
+            target = self.reference(still_ids)[:, : kept.shape[1]]
+        return loss + self.preservation * F.mse_loss(kept.float(), target.float())
+
+
+def still_alignment(tokenize, captions: list[str]) -> tuple[Tensor, Tensor, Tensor]:
+    """Token ids of captions and of their still versions (motion words dropped), and a (b, n)
+    mask of the caption tokens that the still caption's first n-2 tokens line up with: all but
+    "moving <direction>", or all but the last two where a caption names no motion."""
+    motion_words = [f"moving {d}" for d in world.DIRECTIONS]
+    stills = [next((c.replace(f" {m}", "") for m in motion_words if m in c), c) for c in captions]
+    ids, still_ids = tokenize(captions), tokenize(stills)
+    motion = torch.isin(ids, tokenize([" ".join(("moving", *world.DIRECTIONS))])[0, 1:6])
+    plain = ~motion.any(1)
+    motion[plain, -2:] = True
+    return ids, still_ids, ~motion
 
 
 def x0_loss_weights(abar: Tensor, cap: float) -> Tensor:
@@ -247,6 +282,10 @@ class MotionTask:
     def build(self) -> nn.Module:
         from spacetime.models.inflate import InflationSpec, freeze_spatial, inflate
 
+        # The image stage's encoder as it reads still captions, before anything here changes it.
+        reference = None
+        if self.cfg.text_preservation > 0:
+            reference = copy.deepcopy(self.base.text_encoder.model).eval().requires_grad_(False)
         if self.cfg.init_motion:  # fine-tune a trained package, text encoder included
             from spacetime.formats.motion import load_motion_adapter, load_motion_text_encoder
 
@@ -271,7 +310,10 @@ class MotionTask:
         if self.cfg.motion_word_std > 0:
             self._redraw_motion_words(text.embeddings.token_embedding.weight)
         schedule = NoiseSchedule().alphas_cumprod.float()
-        return MotionLoss(unet, text, schedule, self.cfg.x0_weight_cap)
+        return MotionLoss(
+            unet, text, schedule, self.cfg.x0_weight_cap,
+            reference=reference, preservation=self.cfg.text_preservation,
+        )  # fmt: skip
 
     @property
     def ships_text(self) -> bool:
@@ -302,7 +344,8 @@ class MotionTask:
         captions = [c.caption() for c in clips]
         drop = torch.rand(len(captions), generator=g) < self.cfg.caption_dropout
         captions = ["" if d else c for c, d in zip(captions, drop.tolist(), strict=True)]
-        ids = self.base.text_encoder.tokenize(captions)
+        tokenize = self.base.text_encoder.tokenize
+        ids, still_ids, keep = still_alignment(tokenize, captions)
         # (b, 4, t, h/8, w/8), frame by frame
         x0 = self.base.vae.encode(on_device_of(self.base.vae, x), generator=g)
         t = torch.randint(0, 1000, (len(captions),), generator=g)
@@ -315,6 +358,8 @@ class MotionTask:
             )
         noise = torch.randn(x0.shape, generator=g)
         batch = {"ids": ids, "x0": x0, "t": t, "noise": noise}
+        if self.cfg.text_preservation > 0:
+            batch.update(still_ids=still_ids, keep=keep)
         return {k: rank_slice(v, rank, world_size) for k, v in batch.items()}
 
     def export(self, module: nn.Module, folder: Path) -> dict:
