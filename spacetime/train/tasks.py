@@ -212,8 +212,9 @@ class TextToImageTask:
 class MotionLoss(DenoisingLoss):
     """The same ε loss on clips; the motion modules train, the spatial U-Net stays frozen
     (AnimateDiff), and the text encoder trains only when it is unfrozen. With a frozen
-    `reference` encoder, plus `preservation` × MSE between the trained encoder's states at the
-    kept (non-motion-word) tokens and the reference's states for the still caption."""
+    `reference` encoder, plus `preservation` × the MSE between the trained encoder's states at the
+    kept (non-motion-word) tokens and the reference's states for the still caption, and the MSE
+    between the two encoders' states for the still caption."""
 
     def __init__(self, *args, reference: nn.Module | None = None, preservation: float = 0.0):
         super().__init__(*args)
@@ -240,8 +241,12 @@ class MotionLoss(DenoisingLoss):
             return loss
         kept = rearrange(context[keep], "(b n) d -> b n d", b=len(ids))
         with torch.no_grad():
-            target = self.reference(still_ids)[:, : kept.shape[1]]
-        return loss + self.preservation * F.mse_loss(kept.float(), target.float())
+            target = self.reference(still_ids)
+        # The still captions themselves too: nothing else in motion training constrains them, and
+        # a CPU pilot without this term let "a blue triangle" images drift to 1/24 right.
+        still = self.text_model(still_ids)
+        drift = F.mse_loss(kept.float(), target[:, : kept.shape[1]].float())
+        return loss + self.preservation * (drift + F.mse_loss(still.float(), target.float()))
 
 
 def still_alignment(tokenize, captions: list[str]) -> tuple[Tensor, Tensor, Tensor]:
