@@ -247,6 +247,7 @@ class DiffusionPipeline:
         model_fn = sampling.classifier_free_guidance(net, cond, uncond, req.guidance)
         denoiser = sampling.model_denoiser(model_fn, c.schedule)
         passes = req.passes()
+        low_pass = req.free_init.low_pass(*shape[-3:]).to(self.device) if len(passes) > 1 else None
         latents = x = noise
         for i, steps in enumerate(passes):
             # FreeInit: the last sample, diffused to t = T with the first noise, keeps its low
@@ -256,7 +257,6 @@ class DiffusionPipeline:
             if i:
                 diffused = sampling.add_noise(latents, noise, c.schedule.alphas_cumprod[-1])
                 fresh = torch.randn(shape, generator=generator, dtype=torch.float32)
-                low_pass = req.free_init.low_pass(*shape[-3:]).to(self.device)
                 x = mix_frequencies(diffused, fresh.to(self.device), low_pass)
             plan = sampling.plan(c.schedule, req.scheduler, steps, karras=req.karras)
             done = sum(passes[:i])

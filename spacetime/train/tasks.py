@@ -249,6 +249,12 @@ class MotionLoss(DenoisingLoss):
         return loss + self.preservation * (drift + F.mse_loss(still.float(), target.float()))
 
 
+def motion_word_ids(tokenize) -> Tensor:
+    """Token ids of "moving" and the four directions, one token each in the world's vocabulary."""
+    words = ("moving", *world.DIRECTIONS)
+    return tokenize([" ".join(words)])[0, 1 : 1 + len(words)]  # after the start token
+
+
 def still_alignment(tokenize, captions: list[str]) -> tuple[Tensor, Tensor, Tensor]:
     """Token ids of captions and of their still versions (motion words dropped), and a (b, n)
     mask of the caption tokens that the still caption's first n-2 tokens line up with: all but
@@ -256,9 +262,8 @@ def still_alignment(tokenize, captions: list[str]) -> tuple[Tensor, Tensor, Tens
     motion_words = [f"moving {d}" for d in world.DIRECTIONS]
     stills = [next((c.replace(f" {m}", "") for m in motion_words if m in c), c) for c in captions]
     ids, still_ids = tokenize(captions), tokenize(stills)
-    motion = torch.isin(ids, tokenize([" ".join(("moving", *world.DIRECTIONS))])[0, 1:6])
-    plain = ~motion.any(1)
-    motion[plain, -2:] = True
+    motion = torch.isin(ids, motion_word_ids(tokenize))
+    motion[~motion.any(1), -2:] = True
     return ids, still_ids, ~motion
 
 
@@ -330,8 +335,7 @@ class MotionTask:
     @torch.no_grad()
     def _redraw_motion_words(self, table: Tensor) -> None:
         """N(0, motion_word_std) rows for "moving" and the directions, seeded by the run's seed."""
-        ids = self.base.text_encoder.tokenize([" ".join(("moving", *world.DIRECTIONS))])[0]
-        ids = ids[1 : 2 + len(world.DIRECTIONS)]  # after the start token
+        ids = motion_word_ids(self.base.text_encoder.tokenize)
         g = torch.Generator().manual_seed(self.cfg.seed)
         rows = torch.randn((len(ids), table.shape[1]), generator=g) * self.cfg.motion_word_std
         table[ids.to(table.device)] = rows.to(table)
@@ -349,8 +353,7 @@ class MotionTask:
         captions = [c.caption() for c in clips]
         drop = torch.rand(len(captions), generator=g) < self.cfg.caption_dropout
         captions = ["" if d else c for c, d in zip(captions, drop.tolist(), strict=True)]
-        tokenize = self.base.text_encoder.tokenize
-        ids, still_ids, keep = still_alignment(tokenize, captions)
+        ids = self.base.text_encoder.tokenize(captions)
         # (b, 4, t, h/8, w/8), frame by frame
         x0 = self.base.vae.encode(on_device_of(self.base.vae, x), generator=g)
         t = torch.randint(0, 1000, (len(captions),), generator=g)
@@ -363,8 +366,10 @@ class MotionTask:
             )
         noise = torch.randn(x0.shape, generator=g)
         batch = {"ids": ids, "x0": x0, "t": t, "noise": noise}
-        if self.cfg.text_preservation > 0:
-            batch.update(still_ids=still_ids, keep=keep)
+        if self.cfg.text_preservation > 0:  # still captions only where a term reads them
+            _, batch["still_ids"], batch["keep"] = still_alignment(
+                self.base.text_encoder.tokenize, captions
+            )
         return {k: rank_slice(v, rank, world_size) for k, v in batch.items()}
 
     def export(self, module: nn.Module, folder: Path) -> dict:
