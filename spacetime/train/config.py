@@ -47,7 +47,8 @@ class TrainConfig:
     # its states for a motion caption, at every token but the motion words, match the base
     # encoder's states for the still caption (motion words dropped), and its states for the still
     # caption match the base encoder's, so the frozen spatial layers keep reading colour, shape and
-    # background as the image stage taught them. Needs train_text.
+    # background as the image stage taught them. Needs train_text. Measured in
+    # configs/world_motion.yaml: it helps colour per frame, not constancy across frames.
     text_preservation: float = 0.0
     # motion: share of samples with t drawn from [high_noise_min, 1000)
     high_noise_fraction: float = 0.0
