@@ -255,16 +255,15 @@ def motion_word_ids(tokenize) -> Tensor:
     return tokenize([" ".join(words)])[0, 1 : 1 + len(words)]  # after the start token
 
 
-def still_alignment(tokenize, captions: list[str]) -> tuple[Tensor, Tensor, Tensor]:
-    """Token ids of captions and of their still versions (motion words dropped), and a (b, n)
-    mask of the caption tokens that the still caption's first n-2 tokens line up with: all but
+def still_alignment(tokenize, captions: list[str], ids: Tensor) -> tuple[Tensor, Tensor]:
+    """Token ids of the captions' still versions (motion words dropped), and a (b, n) mask of the
+    caption tokens `ids` that the still caption's first n-2 tokens line up with: all but
     "moving <direction>", or all but the last two where a caption names no motion."""
     motion_words = [f"moving {d}" for d in world.DIRECTIONS]
     stills = [next((c.replace(f" {m}", "") for m in motion_words if m in c), c) for c in captions]
-    ids, still_ids = tokenize(captions), tokenize(stills)
     motion = torch.isin(ids, motion_word_ids(tokenize))
     motion[~motion.any(1), -2:] = True
-    return ids, still_ids, ~motion
+    return tokenize(stills), ~motion
 
 
 def x0_loss_weights(abar: Tensor, cap: float) -> Tensor:
@@ -367,8 +366,8 @@ class MotionTask:
         noise = torch.randn(x0.shape, generator=g)
         batch = {"ids": ids, "x0": x0, "t": t, "noise": noise}
         if self.cfg.text_preservation > 0:  # still captions only where a term reads them
-            _, batch["still_ids"], batch["keep"] = still_alignment(
-                self.base.text_encoder.tokenize, captions
+            batch["still_ids"], batch["keep"] = still_alignment(
+                self.base.text_encoder.tokenize, captions, ids
             )
         return {k: rank_slice(v, rank, world_size) for k, v in batch.items()}
 
