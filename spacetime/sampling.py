@@ -344,6 +344,20 @@ def classifier_free_guidance(
 # --- samplers ----------------------------------------------------------------------------------
 
 
+def clip_noise(
+    shape: tuple[int, ...], shared: float = 0.0, generator: torch.Generator | None = None
+) -> Tensor:
+    """N(0, 1) per element whose share `shared` of variance is common to every frame of a clip
+    `(b, c, t, h, w)`: PYoCo's mixed noise (Ge et al. 2023), so frames start from related noise."""
+    if not 0 <= shared < 1:
+        raise ValueError(f"shared noise must be in [0, 1), got {shared}")
+    own = torch.randn(shape, generator=generator, dtype=torch.float32)
+    if shared == 0 or len(shape) != 5:
+        return own  # images and independent frames draw exactly what they always did
+    common = torch.randn((shape[0], shape[1], 1, *shape[3:]), generator=generator, dtype=own.dtype)
+    return (1 - shared) ** 0.5 * own + shared**0.5 * common
+
+
 def _noise(x: Tensor, generator: torch.Generator | None) -> Tensor:
     """N(0, I) like diffusers' randn_tensor: drawn on the generator's device, then moved to x's."""
     device = generator.device if generator is not None else x.device

@@ -18,6 +18,7 @@ from spacetime.sampling import (  # noqa: E402
     SAMPLERS,
     NoiseSchedule,
     classifier_free_guidance,
+    clip_noise,
     model_denoiser,
     plan,
     sample,
@@ -327,3 +328,22 @@ def test_classifier_free_guidance_one_batched_call():
     torch.testing.assert_close(classifier_free_guidance(net, cond, uncond, 1.0)(x_t, t), e_cond)
     torch.testing.assert_close(classifier_free_guidance(net, cond, None, 5.0)(x_t, t), e_cond)
     assert [c[0] for c in calls] == [2, 2]
+
+
+def test_clip_noise_shares_the_asked_part_of_its_variance_across_frames():
+    """PYoCo mixed noise: unit variance per element, correlation `shared` between any two frames
+    of a clip, none between clips; no share (and any image) draws exactly torch.randn's numbers."""
+    shape = (4, 4, 6, 32, 32)
+    plain = torch.randn(shape, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(clip_noise(shape, 0.0, torch.Generator().manual_seed(3)), plain)
+    image = torch.randn((2, 4, 8, 8), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(clip_noise((2, 4, 8, 8), 0.5, torch.Generator().manual_seed(3)), image)
+    x = clip_noise(shape, 0.5, torch.Generator().manual_seed(3))
+    assert abs(x.var().item() - 1) < 0.03
+    frames = x.permute(2, 0, 1, 3, 4).reshape(6, -1)
+    corr = torch.corrcoef(frames)
+    assert torch.allclose(corr[~torch.eye(6, dtype=torch.bool)], torch.tensor(0.5), atol=0.05)
+    clips = x.reshape(4, -1)
+    assert torch.corrcoef(clips)[0, 1].abs() < 0.05
+    with pytest.raises(ValueError, match=r"shared noise must be in \[0, 1\), got 1"):
+        clip_noise(shape, 1)

@@ -30,6 +30,13 @@ def test_unknown_config_keys_are_named(tmp_path):
         make_config({"steps": "many"})
     with pytest.raises(ValueError, match="needs `vae:`"):
         make_config({"task": "text2image"})
+    # `T | None` keys: "none" from --set is None, anything else the type
+    assert load_config(None, ["shared_noise=none"]).shared_noise is None
+    assert load_config(None, ["shared_noise=0.5"]).shared_noise == 0.5
+    with pytest.raises(ValueError, match="shared_noise must be float"):
+        make_config({"shared_noise": "lots"})
+    with pytest.raises(ValueError, match=r"shared_noise must be in \[0, 1\)"):
+        make_config({"shared_noise": 1.0})
 
 
 def test_shipped_configs_load():

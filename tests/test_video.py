@@ -433,3 +433,56 @@ def test_text_preservation_lines_motion_captions_up_with_their_still_captions():
     ids = tokenize(["a red circle", "a cube"])
     still_ids, keep = still_alignment(tokenize, ["a red circle", "a cube"], ids)
     torch.testing.assert_close(loss(ids, x0, t, noise, still_ids, keep), loss(ids, x0, t, noise))
+
+
+def test_motion_modules_trained_on_shared_noise_sample_from_it(
+    model_and_motion, tmp_path, monkeypatch
+):
+    """A package trained on PYoCo mixed noise records its share; the pipeline draws every clip's
+    starting noise (FreeInit restarts too) with that share, and a fine-tune inherits it."""
+    import spacetime.sampling
+    from spacetime.formats.motion import SHARED_NOISE_KEY
+    from spacetime.formats.weights import read_json
+    from spacetime.free_init import FreeInit
+    from spacetime.train.config import make_config
+    from spacetime.train.tasks import MotionTask
+
+    sd, _, _ = model_and_motion
+    unet = inflate(load_components(sd).unet, InflationSpec(heads=2, shared_noise=0.5))
+    save_motion_adapter(unet, tmp_path / "m")
+    assert read_json(tmp_path / "m" / "config.json")[SHARED_NOISE_KEY] == 0.5
+    assert (
+        load_motion_adapter(load_components(sd).unet, tmp_path / "m").inflation.shared_noise == 0.5
+    )
+
+    asked = []
+    real = spacetime.sampling.clip_noise
+
+    def recording(shape, shared=0.0, generator=None):
+        asked.append((len(shape), shared))
+        return real(shape, shared, generator)
+
+    monkeypatch.setattr(spacetime.sampling, "clip_noise", recording)
+    pipe = VideoPipeline.from_pretrained(sd, precision="fp32", motion=tmp_path / "m")
+    kw = dict(steps=2, seed=0, height=32, width=32)
+    pipe("a red circle", frames=3, free_init=FreeInit(iterations=2), **kw)
+    assert asked == [(5, 0.5), (5, 0.5)]
+
+    package = dict(task="motion", base=str(sd), init_motion=str(tmp_path / "m"))
+    assert MotionTask(make_config(package)).shared_noise == 0.5
+    assert MotionTask(make_config({**package, "shared_noise": 0.0})).shared_noise == 0.0
+    assert MotionTask(make_config({**package, "init_motion": ""})).shared_noise == 0.0
+
+
+@pytest.mark.parametrize("shared", [0.0, 0.9])
+def test_motion_batches_draw_the_configured_shared_noise(model_and_motion, shared):
+    """The motion task's training noise shares `shared_noise` of its variance across frames."""
+    from spacetime.train.config import make_config
+    from spacetime.train.tasks import MotionTask
+
+    sd, _, _ = model_and_motion
+    cfg = dict(task="motion", base=str(sd), batch_size=8, frames=6, shared_noise=shared)
+    noise = MotionTask(make_config(cfg)).batch(0, 0, 1)["noise"]  # (b, c, t, h, w)
+    frames = noise.permute(2, 0, 1, 3, 4).reshape(6, -1)
+    corr = torch.corrcoef(frames)[~torch.eye(6, dtype=torch.bool)]
+    assert torch.allclose(corr, torch.tensor(shared), atol=0.1)

@@ -19,6 +19,8 @@ TEXT_KEY = "spacetime_motion_reads_text"
 SPACE_TIME_KEY = "spacetime_space_time_attention_frames"
 # spacetime's motion modules that know each pixel's place (InflationSpec.motion_pixel_positions)
 PIXEL_KEY = "spacetime_motion_pixel_positions"
+# spacetime's motion modules trained on PYoCo mixed noise (InflationSpec.shared_noise): its share
+SHARED_NOISE_KEY = "spacetime_shared_noise"
 ADAPTER_KEYS = (".motion_modules.", ".view_attentions.")
 
 
@@ -48,6 +50,7 @@ def spec_from_adapter_config(cfg: dict) -> InflationSpec:
         view_attention=bool(cfg.get(SPACE_TIME_KEY, 0)),
         view_heads=_single(cfg, "motion_num_attention_heads", 8),
         view_frames=int(cfg.get(SPACE_TIME_KEY, 0)),
+        shared_noise=float(cfg.get(SHARED_NOISE_KEY, 0.0)),
     )
 
 
@@ -121,6 +124,8 @@ def save_motion_adapter(unet: UNet2DCondition, path: str | os.PathLike) -> Path:
         config[TEXT_KEY] = True
     if spec.motion_pixel_positions:
         config[PIXEL_KEY] = True
+    if spec.shared_noise:
+        config[SHARED_NOISE_KEY] = spec.shared_noise
     if spec.view_attention:
         if not spec.view_frames or spec.cameras or spec.view_heads != spec.heads:
             raise CheckpointError(

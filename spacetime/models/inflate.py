@@ -57,8 +57,13 @@ class InflationSpec:
     # spacetime: frame positions for the cross-view attention, which makes it a joint (t h w)
     # space-time attention for video; 0 (MVDream): none, the cameras tell views apart
     view_frames: int = 0
+    # spacetime: share of the noise variance common to all frames that the modules were trained
+    # with (PYoCo's mixed noise, spacetime.sampling.clip_noise); pipelines sample with the same
+    shared_noise: float = 0.0
 
     def __post_init__(self):
+        if not 0 <= self.shared_noise < 1:
+            raise ValueError(f"shared_noise must be in [0, 1), got {self.shared_noise}")
         if not (
             self.motion_modules
             or self.temporal_convs

@@ -229,7 +229,10 @@ class DiffusionPipeline:
             generator.manual_seed(req.seed)
         else:
             generator.seed()
-        noise = torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device)
+        # Motion modules trained on PYoCo mixed noise sample from it too; otherwise N(0, I).
+        spec = getattr(c.unet, "inflation", None)
+        shared = spec.shared_noise if spec is not None else 0.0
+        noise = sampling.clip_noise(shape, shared, generator).to(self.device)
 
         cameras = None if cameras is None else cameras.to(self.device, torch.float32)
 
@@ -256,7 +259,7 @@ class DiffusionPipeline:
             # the same for ddim/ddpm/dpm++ (sigma 1) but not for euler/euler-a.
             if i:
                 diffused = sampling.add_noise(latents, noise, c.schedule.alphas_cumprod[-1])
-                fresh = torch.randn(shape, generator=generator, dtype=torch.float32)
+                fresh = sampling.clip_noise(shape, shared, generator)
                 x = mix_frequencies(diffused, fresh.to(self.device), low_pass)
             plan = sampling.plan(c.schedule, req.scheduler, steps, karras=req.karras)
             done = sum(passes[:i])

@@ -50,6 +50,10 @@ class TrainConfig:
     # background as the image stage taught them. Needs train_text. Measured in
     # configs/world_motion.yaml: it helps colour per frame, not constancy across frames.
     text_preservation: float = 0.0
+    # motion: share of each element's noise variance common to all frames of the clip (PYoCo's
+    # mixed noise); the exported module records it so the pipeline samples with the same noise.
+    # None: 0 for fresh modules, the package's own share with init_motion
+    shared_noise: float | None = None
     # motion: share of samples with t drawn from [high_noise_min, 1000)
     high_noise_fraction: float = 0.0
     high_noise_min: int = 600
@@ -95,6 +99,8 @@ class TrainConfig:
             )
         if self.text_preservation > 0 and not self.train_text:
             raise ValueError("text_preservation needs train_text: true (it constrains the encoder)")
+        if self.shared_noise is not None and not 0 <= self.shared_noise < 1:
+            raise ValueError(f"shared_noise must be in [0, 1), got {self.shared_noise}")
         if self.motion_word_std > 0 and self.init_motion:
             raise ValueError("motion_word_std would re-draw the words init_motion learned: set one")
         if self.task == "multiview":
@@ -112,6 +118,11 @@ class TrainConfig:
 
 
 def _coerce(name: str, value, kind):
+    options = typing.get_args(kind)
+    if type(None) in options:  # `T | None`: None (or "none" from --set) stays None
+        if value is None or str(value).lower() in ("none", "null"):
+            return None
+        (kind,) = (k for k in options if k is not type(None))
     kind = {"int": int, "float": float, "str": str, "bool": bool}.get(kind, kind)
     if kind is float and isinstance(value, int):
         return float(value)

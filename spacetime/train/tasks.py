@@ -33,7 +33,7 @@ from spacetime.models.presets import PRESETS
 from spacetime.models.text import TextEncoder
 from spacetime.models.unet import UNet2DCondition
 from spacetime.models.vae import AutoencoderKL, VAEConfig
-from spacetime.sampling import NoiseSchedule, add_noise
+from spacetime.sampling import NoiseSchedule, add_noise, clip_noise
 from spacetime.train.config import TrainConfig, make_config
 from spacetime.train.loop import rank_slice
 from spacetime.train.multiview import MultiViewTask
@@ -302,6 +302,10 @@ class MotionTask:
             tokenizer = self.base.text_encoder.tokenizer
             encoder = load_motion_text_encoder(self.cfg.init_motion, tokenizer)
             text = (encoder or self.base.text_encoder).model
+            if self.cfg.shared_noise is not None:  # the package records the noise it trains on
+                unet.inflation = dataclasses.replace(
+                    unet.inflation, shared_noise=self.cfg.shared_noise
+                )
         else:
             heads = self.base.unet.config.heads[0]
             spec = InflationSpec(
@@ -309,6 +313,7 @@ class MotionTask:
                 view_attention=self.cfg.space_time_attention, view_heads=heads,
                 view_frames=32 if self.cfg.space_time_attention else 0,
                 motion_pixel_positions=self.cfg.motion_pixel_positions,
+                shared_noise=self.cfg.shared_noise or 0.0,
             )  # fmt: skip
             unet = inflate(self.base.unet, spec)
             text = self.base.text_encoder.model
@@ -323,6 +328,21 @@ class MotionTask:
             unet, text, schedule, self.cfg.x0_weight_cap,
             reference=reference, preservation=self.cfg.text_preservation,
         )  # fmt: skip
+
+    @property
+    def shared_noise(self) -> float:
+        """The share of noise common to a clip's frames this run trains on: the config's, else
+        the fine-tuned package's, else none."""
+        if self.cfg.shared_noise is not None:
+            return self.cfg.shared_noise
+        if self.cfg.init_motion:
+            from spacetime.formats.motion import SHARED_NOISE_KEY
+
+            package = Path(self.cfg.init_motion) / "config.json"
+            return (
+                float(read_json(package).get(SHARED_NOISE_KEY, 0.0)) if package.is_file() else 0.0
+            )
+        return 0.0
 
     @property
     def ships_text(self) -> bool:
@@ -363,7 +383,7 @@ class MotionTask:
             t = torch.where(
                 high, torch.randint(self.cfg.high_noise_min, 1000, t.shape, generator=g), t
             )
-        noise = torch.randn(x0.shape, generator=g)
+        noise = clip_noise(tuple(x0.shape), self.shared_noise, g)
         batch = {"ids": ids, "x0": x0, "t": t, "noise": noise}
         if self.cfg.text_preservation > 0:  # still captions only where a term reads them
             batch["still_ids"], batch["keep"] = still_alignment(
