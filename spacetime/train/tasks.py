@@ -284,6 +284,19 @@ class MotionTask:
         self.cfg = cfg
         self.base = load_components(cfg.base)
         self.base.vae.eval()
+        self.shared_noise = self._shared_noise()
+
+    def _shared_noise(self) -> float:
+        """The share of noise common to a clip's frames this run trains on: the config's, else
+        the fine-tuned package's, else none. Resolved once: every batch draws with it."""
+        if self.cfg.shared_noise is not None:
+            return self.cfg.shared_noise
+        package = Path(self.cfg.init_motion) / "config.json"
+        if self.cfg.init_motion and package.is_file():
+            from spacetime.formats.motion import spec_from_adapter_config
+
+            return spec_from_adapter_config(read_json(package)).shared_noise
+        return 0.0
 
     def frozen(self) -> list[nn.Module]:
         return [self.base.vae]
@@ -302,10 +315,8 @@ class MotionTask:
             tokenizer = self.base.text_encoder.tokenizer
             encoder = load_motion_text_encoder(self.cfg.init_motion, tokenizer)
             text = (encoder or self.base.text_encoder).model
-            if self.cfg.shared_noise is not None:  # the package records the noise it trains on
-                unet.inflation = dataclasses.replace(
-                    unet.inflation, shared_noise=self.cfg.shared_noise
-                )
+            # the exported package records the noise this run trains on
+            unet.inflation = dataclasses.replace(unet.inflation, shared_noise=self.shared_noise)
         else:
             heads = self.base.unet.config.heads[0]
             spec = InflationSpec(
@@ -313,7 +324,7 @@ class MotionTask:
                 view_attention=self.cfg.space_time_attention, view_heads=heads,
                 view_frames=32 if self.cfg.space_time_attention else 0,
                 motion_pixel_positions=self.cfg.motion_pixel_positions,
-                shared_noise=self.cfg.shared_noise or 0.0,
+                shared_noise=self.shared_noise,
             )  # fmt: skip
             unet = inflate(self.base.unet, spec)
             text = self.base.text_encoder.model
@@ -328,21 +339,6 @@ class MotionTask:
             unet, text, schedule, self.cfg.x0_weight_cap,
             reference=reference, preservation=self.cfg.text_preservation,
         )  # fmt: skip
-
-    @property
-    def shared_noise(self) -> float:
-        """The share of noise common to a clip's frames this run trains on: the config's, else
-        the fine-tuned package's, else none."""
-        if self.cfg.shared_noise is not None:
-            return self.cfg.shared_noise
-        if self.cfg.init_motion:
-            from spacetime.formats.motion import SHARED_NOISE_KEY
-
-            package = Path(self.cfg.init_motion) / "config.json"
-            return (
-                float(read_json(package).get(SHARED_NOISE_KEY, 0.0)) if package.is_file() else 0.0
-            )
-        return 0.0
 
     @property
     def ships_text(self) -> bool:
