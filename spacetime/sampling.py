@@ -294,7 +294,8 @@ def _sigma_to_t(sigmas: np.ndarray, log_sigma_of_t: np.ndarray) -> np.ndarray:
 # --- denoisers ---------------------------------------------------------------------------------
 
 Denoiser = Callable[[Tensor, Tensor, Tensor], Tensor]  # (x, sigma, timestep) -> x0
-Callback = Callable[[int, Tensor], None]  # (step index, x after the step)
+# (step index, x after the step, the step's x0 estimate), k-diffusion's callback with `denoised`
+Callback = Callable[[int, Tensor, Tensor], None]
 
 
 def to_network_space(x: Tensor, sigma: Tensor | float) -> Tensor:
@@ -401,7 +402,7 @@ def sample_ddim(
         if eta > 0:
             x = x + sigma_up * _noise(x, generator)
         if callback is not None:
-            callback(i, x)
+            callback(i, x, x0)
     return x
 
 
@@ -421,7 +422,7 @@ def sample_ddpm(
         if t > 0:  # diffusers draws no noise at t == 0
             x = x + sigma_up * _noise(x, generator)
         if callback is not None:
-            callback(i, x)
+            callback(i, x, x0)
     return x
 
 
@@ -433,7 +434,7 @@ def sample_euler(
         x0 = denoiser(x, sigma, t)
         x = x + (x - x0) / sigma * (sigma_next - sigma)
         if callback is not None:
-            callback(i, x)
+            callback(i, x, x0)
     return x
 
 
@@ -452,7 +453,7 @@ def sample_euler_ancestral(
         x = x + (x - x0) / sigma * (sigma_down - sigma)
         x = x + _noise(x, generator) * sigma_up  # drawn on every step, the last one included
         if callback is not None:
-            callback(i, x)
+            callback(i, x, x0)
     return x
 
 
@@ -469,7 +470,7 @@ def sample_dpmpp_2m(
         x = (sigma_next / sigma) * x - torch.expm1(-h) * d
         x0_prev, h_prev = x0, h
         if callback is not None:
-            callback(i, x)
+            callback(i, x, x0)
     return x
 
 

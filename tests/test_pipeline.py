@@ -73,6 +73,23 @@ def test_batches_and_images_per_prompt_match_diffusers(tiny_sd):
     assert close_pixels(got, want) >= 0.99
 
 
+@pytest.mark.parametrize("scheduler", ["ddim", "dpm++"])
+def test_on_step_sees_each_steps_clean_estimate(tiny_sd, scheduler):
+    folder, _ = tiny_sd
+    pipe = load_pipeline(folder, precision="fp32")
+    req = pipe.request("a red circle", steps=5, height=32, width=32, seed=1, scheduler=scheduler)
+    seen = []
+    latents = pipe.sample_latents(req, on_step=lambda k, x0: seen.append((k, x0.clone())))
+    assert [k for k, _ in seen] == list(range(5))
+    assert all(x0.shape == latents.shape for _, x0 in seen)
+    # The estimates sharpen towards the result. DPM-Solver++ ends at sigma 0, on its last
+    # estimate; SD's DDIM ends one step short of it (at alphas_cumprod[0]).
+    errors = [float((x0 - latents).abs().mean()) for _, x0 in seen]
+    assert errors[0] > errors[-2] > errors[-1]
+    if scheduler == "dpm++":
+        torch.testing.assert_close(seen[-1][1], latents)
+
+
 def test_default_size_comes_from_the_model(tiny_sd):
     folder, _ = tiny_sd
     pipe = load_pipeline(folder, precision="fp32")

@@ -102,7 +102,7 @@ def run_spacetime(schedule, sampler, steps, latents, *, karras=False, eta=0.0, s
         p,
         eta=eta,
         generator=generator,
-        callback=lambda i, x: traj.append(to_network_space(x, p.sigmas_next[i])),
+        callback=lambda i, x, _x0: traj.append(to_network_space(x, p.sigmas_next[i])),
     )
     assert torch.equal(x0, latents * p.init_noise_sigma), "sample mutated its input"
     return p, calls, traj, to_network_space(x, p.sigmas_next[-1])
