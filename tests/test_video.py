@@ -146,6 +146,22 @@ def test_free_init_is_a_pipeline_default_that_calls_override(model_and_motion):
     np.testing.assert_array_equal(pipe("a red circle", **kw), plain)
 
 
+def test_on_step_counts_steps_across_free_init_passes(model_and_motion):
+    from spacetime.free_init import FreeInit
+
+    sd, motion, _ = model_and_motion
+    pipe = VideoPipeline.from_pretrained(sd, precision="fp32", motion=motion)
+    req = pipe.request(
+        "a red circle", frames=4, steps=3, height=32, width=32, seed=2, scheduler="dpm++",
+        free_init=FreeInit(2),
+    )  # fmt: skip
+    seen = []
+    latents = pipe.sample_latents(req, on_step=lambda k, x0: seen.append((k, x0)))
+    assert [k for k, _ in seen] == list(range(6))
+    assert seen[0][1].shape == latents.shape == (1, 4, 4, 8, 8)  # (b, c, t, h, w)
+    torch.testing.assert_close(seen[-1][1], latents)  # the last pass ends on its last estimate
+
+
 def test_cli_needs_a_motion_module_for_an_image_model(model_and_motion, tmp_path, capsys):
     sd, _, _ = model_and_motion
     with pytest.raises(SystemExit) as e:
