@@ -1,15 +1,16 @@
-"""When does a clip's colour settle? The oracle's reading of every frame's x0 estimate, step by step.
+"""When does a clip's colour settle? The oracle reads every frame's x0 estimate, step by step.
 
     python tools/diagnose_colour.py "a blue triangle moving up on an orange background"
-    python tools/diagnose_colour.py --limit 24            # held-out prompts, summary only
+    python tools/diagnose_colour.py --limit 24 --quiet   # held-out prompts, summary only
 
-For each prompt it samples one clip (one pass unless --free-init) and decodes the sampler's estimate of
-the clean clip after every step, so each row shows what each frame would look like if sampling
-stopped there. A colour that settles while the clip is still noisy is shared by the motion modules;
-one that settles in the last steps is decided by the frozen image layers frame by frame, and can
-flip between frames. With `--frames 1` the rows are independent single images of the prompt, which
-shows how the image layers alone settle it. The summary gives, per step, the share of frames that
-already show their final colour and the share that show the asked one.
+For each prompt it samples one clip (one pass unless --free-init) and decodes the sampler's
+estimate of the clean clip after every step, so each row shows what each frame would look like if
+sampling stopped there. A colour that settles while the clip is still noisy is shared by the motion
+modules; one that settles in the last steps is decided by the frozen image layers frame by frame,
+and can flip between frames. With `--frames 1` the rows are independent single images of the
+prompt through the same model, nothing coupling them: how the colour settles image by image. The
+summary gives, per step, the share of frames that already show their final colour and the share
+that show the asked one.
 """
 
 from __future__ import annotations
