@@ -88,7 +88,8 @@ def main() -> None:
             print(prompt)
             for t, r in zip(timesteps, rows, strict=True):
                 print(f"  t={t:4d}  " + " ".join(c[:2] for c in r))
-    print(f"\n{len(prompts)} prompts, {args.frames} frames: share of frames showing")
+    each = f"a {args.frames}-frame clip" if args.frames > 1 else f"{args.images} single images"
+    print(f"\n{len(prompts)} prompts, {each} each: share of frames showing")
     print("     t  their final colour  the asked colour")
     for k, t in enumerate(timesteps):
         f = np.mean([s[k] for s in settled])
