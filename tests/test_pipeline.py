@@ -79,7 +79,7 @@ def test_on_step_sees_each_steps_clean_estimate(tiny_sd, scheduler):
     pipe = load_pipeline(folder, precision="fp32")
     req = pipe.request("a red circle", steps=5, height=32, width=32, seed=1, scheduler=scheduler)
     seen = []
-    latents = pipe.sample_latents(req, on_step=lambda k, x0: seen.append((k, x0.clone())))
+    latents = pipe.sample_latents(req, on_step=lambda k, _t, x0: seen.append((k, x0.clone())))
     assert [k for k, _ in seen] == list(range(5))
     assert all(x0.shape == latents.shape for _, x0 in seen)
     # The estimates sharpen towards the result. DPM-Solver++ ends at sigma 0, on its last

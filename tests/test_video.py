@@ -156,7 +156,7 @@ def test_on_step_counts_steps_across_free_init_passes(model_and_motion):
         free_init=FreeInit(2),
     )  # fmt: skip
     seen = []
-    latents = pipe.sample_latents(req, on_step=lambda k, x0: seen.append((k, x0)))
+    latents = pipe.sample_latents(req, on_step=lambda k, _t, x0: seen.append((k, x0)))
     assert [k for k, _ in seen] == list(range(6))
     assert seen[0][1].shape == latents.shape == (1, 4, 4, 8, 8)  # (b, c, t, h, w)
     torch.testing.assert_close(seen[-1][1], latents)  # the last pass ends on its last estimate

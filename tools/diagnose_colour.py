@@ -22,34 +22,30 @@ import torch
 
 from spacetime.eval.oracle import read_images
 from spacetime.free_init import FreeInit
-from spacetime.pipelines.diffusion import GenerationRequest
 from spacetime.pipelines.video import VideoPipeline
-from spacetime.sampling import plan
 from spacetime.world import heldout_clip_prompts, parse_clip_caption
 
 
-def request(pipe: VideoPipeline, prompt: str, args: argparse.Namespace) -> GenerationRequest:
-    """The sampling request for one prompt; FreeInit only when asked for."""
-    free_init = FreeInit(iterations=args.free_init) if args.free_init > 1 else None
-    return pipe.request(
-        prompt, frames=args.frames, steps=args.steps, guidance=args.guidance,
-        scheduler=args.scheduler, seed=args.seed, free_init=free_init,
-        num_images=1 if args.frames > 1 else args.images,
-    )  # fmt: skip
-
-
-def trajectory(pipe: VideoPipeline, prompt: str, args: argparse.Namespace) -> list[list[str]]:
-    """Per sampler step, the oracle's colour of each frame (or image) of the x0 estimate."""
+def trajectory(
+    pipe: VideoPipeline, prompt: str, args: argparse.Namespace
+) -> tuple[list[int], list[list[str]]]:
+    """Per sampler step, its timestep and the oracle's colour of each frame (or image) of the
+    x0 estimate."""
     clip = args.frames > 1
-    req = request(pipe, prompt, args)
-    estimates: list[torch.Tensor] = []
-    pipe.sample_latents(req, on_step=lambda _k, x0: estimates.append(x0.clone()))
+    req = pipe.request(
+        prompt, frames=args.frames, steps=args.steps, guidance=args.guidance,
+        scheduler=args.scheduler, seed=args.seed,
+        free_init=FreeInit(iterations=args.free_init) if args.free_init > 1 else None,
+        num_images=1 if clip else args.images,
+    )  # fmt: skip
+    steps: list[tuple[int, torch.Tensor]] = []
+    pipe.sample_latents(req, on_step=lambda _k, t, x0: steps.append((t, x0.clone())))
     rows = []
-    for x0 in estimates:
+    for _, x0 in steps:
         pixels = pipe.decode(x0)
         frames = pixels[0] if clip else pixels  # (t, h, w, 3) either way
         rows.append([r.colour or "-" for r in read_images(frames)])
-    return rows
+    return [t for t, _ in steps], rows
 
 
 def main() -> None:
@@ -75,12 +71,9 @@ def main() -> None:
         pick = np.linspace(0, len(every) - 1, min(args.limit, len(every))).round().astype(int)
         prompts = [every[i] for i in pick]
     pipe = VideoPipeline.from_pretrained(None, "cpu", "fp32", args.motion)
-    schedule = pipe.components.schedule
-    passes = request(pipe, prompts[0], args).passes()
-    timesteps = [int(t) for n in passes for t in plan(schedule, args.scheduler, n).timesteps]
     settled, asked_share = [], []  # per prompt, per step: shares of frames
     for prompt in prompts:
-        rows = trajectory(pipe, prompt, args)
+        timesteps, rows = trajectory(pipe, prompt, args)
         asked = parse_clip_caption(prompt).colour
         settled.append([np.mean([a == b for a, b in zip(r, rows[-1], strict=True)]) for r in rows])
         asked_share.append([np.mean([c == asked for c in r]) for r in rows])

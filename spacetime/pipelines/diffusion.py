@@ -198,14 +198,14 @@ class DiffusionPipeline:
         precision: str | None = None,
         progress: Callable[[int, int], None] | None = None,
         cameras: Tensor | None = None,
-        on_step: Callable[[int, Tensor], None] | None = None,
+        on_step: Callable[[int, int, Tensor], None] | None = None,
     ) -> Tensor:
         """Run the sampler; returns clean latents (b, 4, h/8, w/8) or (b, 4, t, h/8, w/8).
 
         `cameras` (b, t, 4, 4) camera-to-world matrices go to a camera-conditioned U-Net with
         every call (both guidance branches): a multi-view set is a clip whose frames are views.
-        `on_step(step, x0)` sees each step's estimate of the clean latents, counting steps over
-        all FreeInit passes: what the sample looks like at that noise level, for diagnostics."""
+        `on_step(step, timestep, x0)` sees each step's estimate of the clean latents, counting
+        steps over all FreeInit passes: what the sample looks like at that noise level."""
         c = self.components
         factor = c.vae.config.downscale
         if req.height % factor or req.width % factor:
@@ -267,11 +267,13 @@ class DiffusionPipeline:
             plan = sampling.plan(c.schedule, req.scheduler, steps, karras=req.karras)
             done = sum(passes[:i])
 
-            def callback(k: int, _x: Tensor, x0: Tensor, done: int = done) -> None:
+            def callback(
+                k: int, _x: Tensor, x0: Tensor, done: int = done, ts: Tensor = plan.timesteps
+            ) -> None:
                 if progress is not None:
                     progress(done + k + 1, sum(passes))
                 if on_step is not None:  # x0 sits at sigma 0, where sigma and network space agree
-                    on_step(done + k, x0)
+                    on_step(done + k, int(ts[k]), x0)
 
             with compute:  # one autocast region for the whole loop keeps its weight-cast cache
                 x = sampling.sample(
