@@ -37,6 +37,10 @@ def test_unknown_config_keys_are_named(tmp_path):
         make_config({"shared_noise": "lots"})
     with pytest.raises(ValueError, match=r"shared_noise must be in \[0, 1\)"):
         make_config({"shared_noise": 1.0})
+    with pytest.raises(ValueError, match="repair_min < repair_max"):
+        make_config({"repair_min": 600, "repair_max": 600})
+    with pytest.raises(ValueError, match=r"repair_run must be in \[1, frames\)"):
+        make_config({"repair_fraction": 0.5, "repair_run": 16, "frames": 16})
 
 
 def test_shipped_configs_load():
@@ -141,3 +145,19 @@ def test_x0_loss_weights_turn_the_eps_loss_into_an_x0_loss_at_high_noise():
     x0_hat = (a.sqrt() * x0 + (1 - a).sqrt() * eps - (1 - a).sqrt() * eps_hat) / a.sqrt()
     weighted = x0_loss_weights(a.expand(3), 1e9) * (eps_hat - eps).pow(2).mean(1)
     torch.testing.assert_close(weighted, (x0_hat - x0).pow(2).mean(1))
+
+
+def test_repair_target_leads_a_noisy_wrong_clip_back_to_the_true_one():
+    """Given x_t noised from another clip, the target ε is the one whose x0 estimate
+    (x_t − √(1−ᾱ) ε) / √ᾱ is the true clip; noised from the true clip, it is the noise itself."""
+    from spacetime.sampling import NoiseSchedule, add_noise
+    from spacetime.train.tasks import repair_target
+
+    abar = NoiseSchedule().alphas_cumprod.float()[torch.tensor([100, 450])]
+    g = torch.Generator().manual_seed(0)
+    x0, wrong, eps = (torch.randn(2, 4, 3, 5, 5, generator=g) for _ in range(3))
+    a = abar.reshape(2, 1, 1, 1, 1)
+    x_t = add_noise(wrong, eps, abar)
+    target = repair_target(x_t, x0, abar)
+    torch.testing.assert_close((x_t - (1 - a).sqrt() * target) / a.sqrt(), x0)
+    torch.testing.assert_close(repair_target(add_noise(x0, eps, abar), x0, abar), eps)

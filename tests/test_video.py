@@ -502,3 +502,54 @@ def test_motion_batches_draw_the_configured_shared_noise(model_and_motion, share
     frames = noise.permute(2, 0, 1, 3, 4).reshape(6, -1)
     corr = torch.corrcoef(frames)[~torch.eye(6, dtype=torch.bool)]
     assert torch.allclose(corr, torch.tensor(shared), atol=0.1)
+
+
+def test_colour_slips_recolour_one_run_of_frames():
+    """A slipped clip equals the clip except for one run of 1..max_run frames, in which the
+    object has one other colour, never the background's."""
+    from spacetime import world
+    from spacetime.train.tasks import colour_slips
+
+    clips = world.sample_clips(np.random.default_rng(0), 24, "train", 6)
+    frames, mask = colour_slips(clips, np.random.default_rng(1), 3)
+    clean = world.render_clips(clips)
+    changed = (frames != clean).any(axis=(2, 3, 4))
+    np.testing.assert_array_equal(changed, mask)
+    for clip, slipped, run in zip(clips, frames, mask, strict=True):
+        idx = np.flatnonzero(run)
+        assert 1 <= len(idx) <= 3 and np.all(np.diff(idx) == 1)  # one contiguous run
+        # the object's centre pixel in each slipped frame shows one colour of the palette
+        centres = clip.centres()
+        colours = {tuple(slipped[k, int(centres[k][1]), int(centres[k][0])].tolist()) for k in idx}
+        assert len(colours) == 1
+        new = colours.pop()
+        assert new not in (world.COLOURS[clip.colour], world.BACKGROUNDS.get(clip.background))
+        assert new in world.COLOURS.values()
+    assert mask.sum(1).max() > 1  # runs longer than one frame do occur
+
+
+def test_repair_batches_noise_a_slipped_clip_and_keep_the_rest(model_and_motion):
+    """With repair on, a repair_fraction share of clips is noised from latents that differ from
+    x0 in one run of frames, at t in [repair_min, repair_max); the captions, x0 and noise are the
+    batch the run would draw without repair, and the loss runs on it."""
+    from spacetime.train.config import make_config
+    from spacetime.train.tasks import MotionTask
+
+    sd, _, _ = model_and_motion
+    base = dict(task="motion", base=str(sd), batch_size=8, frames=6)
+    plain = MotionTask(make_config(base)).batch(0, 0, 1)
+    assert "seen" not in plain
+    task = MotionTask(make_config({**base, "repair_fraction": 0.5, "repair_run": 2,
+                                   "repair_min": 200, "repair_max": 300}))  # fmt: skip
+    batch = task.batch(0, 0, 1)
+    for key in ("ids", "x0", "noise"):
+        assert torch.equal(batch[key], plain[key])
+    slipped = (batch["seen"] != batch["x0"]).flatten(3).any(-1).any(1)  # (b, t)
+    repaired = slipped.any(1)
+    assert 0 < repaired.sum() < 8
+    assert ((batch["t"] >= 200) & (batch["t"] < 300))[repaired].all()
+    assert torch.equal(batch["t"][~repaired], plain["t"][~repaired])
+    assert slipped.sum(1).max() <= 2
+    loss = task.build()
+    assert torch.isfinite(loss(batch["ids"], batch["x0"], batch["t"], batch["noise"],
+                               seen=batch["seen"]))  # fmt: skip

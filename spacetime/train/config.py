@@ -60,6 +60,14 @@ class TrainConfig:
     # motion: weight each sample's ε loss by clamp(1/SNR(t), 1, cap), an x0 loss at high noise where
     # the ε loss hardly sees the clip (weight SNR); 0 keeps the plain ε loss
     x0_weight_cap: float = 0.0
+    # motion: share of samples noised from a copy of the clip in which a run of 1 to repair_run
+    # frames shows the object in another colour, at t in [repair_min, repair_max), while the loss
+    # asks for the true clip: the frozen image layers settle colour late and frame by frame, and
+    # this teaches the modules to overrule the frames that settle on the wrong one. 0: off
+    repair_fraction: float = 0.0
+    repair_min: int = 100
+    repair_max: int = 600
+    repair_run: int = 8
     # motion: add joint (t h w) self-attention with frame positions beside each spatial attention
     space_time_attention: bool = False
     # motion: the motion modules know each pixel's place in the frame (Fourier features)
@@ -101,6 +109,18 @@ class TrainConfig:
             raise ValueError("text_preservation needs train_text: true (it constrains the encoder)")
         if self.shared_noise is not None and not 0 <= self.shared_noise < 1:
             raise ValueError(f"shared_noise must be in [0, 1), got {self.shared_noise}")
+        if not 0 <= self.repair_fraction <= 1:
+            raise ValueError(f"repair_fraction must be in [0, 1], got {self.repair_fraction}")
+        if not 0 <= self.repair_min < self.repair_max <= 1000:
+            raise ValueError(
+                f"need 0 <= repair_min < repair_max <= 1000, got {self.repair_min} and "
+                f"{self.repair_max}"
+            )
+        if self.repair_fraction > 0 and not 1 <= self.repair_run < self.frames:
+            raise ValueError(
+                f"repair_run must be in [1, frames) so some frames keep the true colour, got "
+                f"{self.repair_run} with {self.frames} frames"
+            )
         if self.motion_word_std > 0 and self.init_motion:
             raise ValueError("motion_word_std would re-draw the words init_motion learned: set one")
         if self.task == "multiview":

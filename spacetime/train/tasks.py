@@ -229,14 +229,19 @@ class MotionLoss(DenoisingLoss):
         noise: Tensor,
         still_ids: Tensor | None = None,
         keep: Tensor | None = None,
+        seen: Tensor | None = None,
     ) -> Tensor:
+        """`seen`: the clip the noise is added to where it is not x0 (colour repair); the target is
+        then the ε that leads from that noisy clip back to x0."""
         trains_text = any(p.requires_grad for p in self.text_model.parameters())
         with torch.set_grad_enabled(trains_text and torch.is_grad_enabled()):
             context = self.text_model(ids)
+        abar = self.alphas_cumprod[t]
         # torch 2.13 on CPU segfaults in backward when the autograd graph first starts inside the
         # frozen U-Net (at the first motion module); rooting it at the input avoids that.
-        x_t = add_noise(x0, noise, self.alphas_cumprod[t]).requires_grad_(True)
-        loss = self.loss(self.unet(x_t, t, context), noise, t)
+        x_t = add_noise(x0 if seen is None else seen, noise, abar).requires_grad_(True)
+        target = noise if seen is None else repair_target(x_t, x0, abar)
+        loss = self.loss(self.unet(x_t, t, context), target, t)
         if self.reference is None or keep is None:  # no preservation, or a batch without stills
             return loss
         kept = rearrange(context[keep], "(b n) d -> b n d", b=len(ids))
@@ -264,6 +269,35 @@ def still_alignment(tokenize, captions: list[str], ids: Tensor) -> tuple[Tensor,
     motion = torch.isin(ids, motion_word_ids(tokenize))
     motion[~motion.any(1), -2:] = True
     return tokenize(stills), ~motion
+
+
+def repair_target(x_t: Tensor, x0: Tensor, abar: Tensor) -> Tensor:
+    """The ε a sampler must be given at x_t to estimate x0: (x_t − √ᾱ x0) / √(1−ᾱ)."""
+    abar = abar.reshape(-1, *([1] * (x0.ndim - 1)))
+    return (x_t - abar.sqrt() * x0) / (1 - abar).sqrt()
+
+
+def colour_slips(
+    clips: list[world.Clip], rng: np.random.Generator, max_run: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The clips with a run of 1 to max_run frames (anywhere, edges included) whose object has
+    another colour (never the background's), as sampling from frozen image layers makes them ->
+    uint8 frames (n, t, 64, 64, 3) and the slipped frames' mask (n, t)."""
+    frames = clips[0].frames
+    mask = np.zeros((len(clips), frames), dtype=bool)
+    scenes = []
+    for i, clip in enumerate(clips):
+        run = int(rng.integers(1, max_run + 1))
+        start = int(rng.integers(0, frames - run + 1))
+        mask[i, start : start + run] = True
+        others = [c for c in world.COLOURS if c not in (clip.colour, clip.background)]
+        other = others[int(rng.integers(len(others)))]
+        scenes += [
+            dataclasses.replace(scene, colour=other) if slipped else scene
+            for scene, slipped in zip(clip.scenes(), mask[i], strict=True)
+        ]
+    rendered = world.render_scenes(scenes)
+    return rendered.reshape(len(clips), frames, *rendered.shape[1:]), mask
 
 
 def x0_loss_weights(abar: Tensor, cap: float) -> Tensor:
@@ -381,11 +415,36 @@ class MotionTask:
             )
         noise = clip_noise(tuple(x0.shape), self.shared_noise, g)
         batch = {"ids": ids, "x0": x0, "t": t, "noise": noise}
+        if self.cfg.repair_fraction > 0:
+            batch["seen"], batch["t"] = self._slip_colours(clips, x0, t, g, step)
         if self.cfg.text_preservation > 0:  # still captions only where a term reads them
             batch["still_ids"], batch["keep"] = still_alignment(
                 self.base.text_encoder.tokenize, captions, ids
             )
         return {k: rank_slice(v, rank, world_size) for k, v in batch.items()}
+
+    def _slip_colours(
+        self, clips: list[world.Clip], x0: Tensor, t: Tensor, g: torch.Generator, step: int
+    ) -> tuple[Tensor, Tensor]:
+        """For a repair_fraction share of the clips: latents in which a run of frames shows the
+        object in another colour, and t redrawn in [repair_min, repair_max); the rest as they were."""
+        cfg = self.cfg
+        repair = torch.rand(len(clips), generator=g) < cfg.repair_fraction
+        t = torch.where(
+            repair, torch.randint(cfg.repair_min, cfg.repair_max, t.shape, generator=g), t
+        )
+        seen = x0.clone()
+        picked = repair.nonzero().flatten().tolist()
+        if not picked:
+            return seen, t
+        # its own stream, so the rest of the batch is what it would be without repair
+        rng = np.random.default_rng([cfg.seed, step, 1])
+        frames, mask = colour_slips([clips[i] for i in picked], rng, cfg.repair_run)
+        x = on_device_of(self.base.vae, world.clips_to_tensor(frames))
+        slipped = self.base.vae.encode(x, generator=g)  # (n, 4, t, h/8, w/8)
+        mask = torch.from_numpy(mask).to(x0.device)[:, None, :, None, None]
+        seen[picked] = torch.where(mask, slipped.to(x0), x0[picked])
+        return seen, t
 
     def export(self, module: nn.Module, folder: Path) -> dict:
         from spacetime.formats.motion import save_motion_adapter
