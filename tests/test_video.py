@@ -526,6 +526,15 @@ def test_colour_slips_recolour_one_run_of_frames():
         assert new not in (world.COLOURS[clip.colour], world.BACKGROUNDS.get(clip.background))
         assert new in world.COLOURS.values()
     assert mask.sum(1).max() > 1  # runs longer than one frame do occur
+    # nearest=1: the palette colour closest to the object's in RGB that is not the background
+    frames, mask = colour_slips(clips, np.random.default_rng(1), 3, nearest=1)
+    for clip, slipped, run in zip(clips, frames, mask, strict=True):
+        k = np.flatnonzero(run)[0]
+        x, y = clip.centres()[k]
+        rgb = np.array(world.COLOURS[clip.colour])
+        others = [c for c in world.COLOURS if c not in (clip.colour, clip.background)]
+        near = min(others, key=lambda c: np.linalg.norm(np.array(world.COLOURS[c]) - rgb))
+        assert tuple(slipped[k, int(y), int(x)].tolist()) == world.COLOURS[near]
 
 
 def test_repair_batches_noise_a_slipped_clip_and_keep_the_rest(model_and_motion):

@@ -68,6 +68,9 @@ class TrainConfig:
     repair_min: int = 100
     repair_max: int = 600
     repair_run: int = 8
+    # motion: slip to one of the repair_nearest palette colours nearest the object's in RGB (the
+    # image model confuses neighbours: green and cyan, yellow and white); 0: any other colour
+    repair_nearest: int = 0
     # motion: add joint (t h w) self-attention with frame positions beside each spatial attention
     space_time_attention: bool = False
     # motion: the motion modules know each pixel's place in the frame (Fourier features)

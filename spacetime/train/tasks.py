@@ -278,11 +278,12 @@ def repair_target(x_t: Tensor, x0: Tensor, abar: Tensor) -> Tensor:
 
 
 def colour_slips(
-    clips: list[world.Clip], rng: np.random.Generator, max_run: int
+    clips: list[world.Clip], rng: np.random.Generator, max_run: int, nearest: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """The clips with a run of 1 to max_run frames (anywhere, edges included) whose object has
-    another colour (never the background's), as sampling from frozen image layers makes them ->
-    uint8 frames (n, t, 64, 64, 3) and the slipped frames' mask (n, t)."""
+    another colour (never the background's; one of the `nearest` closest in RGB, 0: any), as
+    sampling from frozen image layers makes them -> uint8 frames (n, t, 64, 64, 3) and the slipped
+    frames' mask (n, t)."""
     frames = clips[0].frames
     mask = np.zeros((len(clips), frames), dtype=bool)
     scenes = []
@@ -291,6 +292,10 @@ def colour_slips(
         start = int(rng.integers(0, frames - run + 1))
         mask[i, start : start + run] = True
         others = [c for c in world.COLOURS if c not in (clip.colour, clip.background)]
+        if nearest:
+            rgb = np.array(world.COLOURS[clip.colour])
+            others = sorted(others, key=lambda c: np.linalg.norm(np.array(world.COLOURS[c]) - rgb))
+            others = others[:nearest]
         other = others[int(rng.integers(len(others)))]
         scenes += [
             dataclasses.replace(scene, colour=other) if slipped else scene
@@ -439,7 +444,9 @@ class MotionTask:
             return seen, t
         # its own stream, so the rest of the batch is what it would be without repair
         rng = np.random.default_rng([cfg.seed, step, 1])
-        frames, mask = colour_slips([clips[i] for i in picked], rng, cfg.repair_run)
+        frames, mask = colour_slips(
+            [clips[i] for i in picked], rng, cfg.repair_run, cfg.repair_nearest
+        )
         x = on_device_of(self.base.vae, world.clips_to_tensor(frames))
         slipped = self.base.vae.encode(x, generator=g)  # (n, 4, t, h/8, w/8)
         mask = torch.from_numpy(mask).to(x0.device)[:, None, :, None, None]
