@@ -562,3 +562,22 @@ def test_repair_batches_noise_a_slipped_clip_and_keep_the_rest(model_and_motion)
     loss = task.build()
     assert torch.isfinite(loss(batch["ids"], batch["x0"], batch["t"], batch["noise"],
                                seen=batch["seen"]))  # fmt: skip
+
+
+def test_repair_captioned_only_leaves_uncaptioned_clips_alone(model_and_motion):
+    """With repair_captioned_only, clips whose caption was dropped (the unconditional model) are
+    never slipped, so the repair sits in what the caption adds, which guidance amplifies."""
+    from spacetime.train.config import make_config
+    from spacetime.train.tasks import MotionTask
+
+    sd, _, _ = model_and_motion
+    cfg = dict(task="motion", base=str(sd), batch_size=16, frames=6, caption_dropout=0.5,
+               repair_fraction=1.0, repair_run=2)  # fmt: skip
+    for only in (False, True):
+        task = MotionTask(make_config({**cfg, "repair_captioned_only": only}))
+        batch = task.batch(0, 0, 1)
+        empty = (batch["ids"] == task.base.text_encoder.tokenize([""])).all(1)
+        slipped = (batch["seen"] != batch["x0"]).flatten(1).any(1)
+        assert 0 < empty.sum() < 16
+        assert slipped[~empty].all()
+        assert not slipped[empty].any() if only else slipped[empty].all()

@@ -71,6 +71,9 @@ class TrainConfig:
     # motion: slip to one of the repair_nearest palette colours nearest the object's in RGB (the
     # image model confuses neighbours: green and cyan, yellow and white); 0: any other colour
     repair_nearest: int = 0
+    # motion: repair captioned clips only, so the repair lives in what the caption changes, which
+    # classifier-free guidance amplifies (7.5x), as it does the image layers' per-frame colour push
+    repair_captioned_only: bool = False
     # motion: add joint (t h w) self-attention with frame positions beside each spatial attention
     space_time_attention: bool = False
     # motion: the motion modules know each pixel's place in the frame (Fourier features)

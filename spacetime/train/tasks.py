@@ -421,7 +421,8 @@ class MotionTask:
         noise = clip_noise(tuple(x0.shape), self.shared_noise, g)
         batch = {"ids": ids, "x0": x0, "t": t, "noise": noise}
         if self.cfg.repair_fraction > 0:
-            batch["seen"], batch["t"] = self._slip_colours(clips, x0, t, g, step)
+            captioned = torch.tensor([bool(c) for c in captions])
+            batch["seen"], batch["t"] = self._slip_colours(clips, x0, t, g, step, captioned)
         if self.cfg.text_preservation > 0:  # still captions only where a term reads them
             batch["still_ids"], batch["keep"] = still_alignment(
                 self.base.text_encoder.tokenize, captions, ids
@@ -429,12 +430,20 @@ class MotionTask:
         return {k: rank_slice(v, rank, world_size) for k, v in batch.items()}
 
     def _slip_colours(
-        self, clips: list[world.Clip], x0: Tensor, t: Tensor, g: torch.Generator, step: int
+        self,
+        clips: list[world.Clip],
+        x0: Tensor,
+        t: Tensor,
+        g: torch.Generator,
+        step: int,
+        captioned: Tensor,
     ) -> tuple[Tensor, Tensor]:
         """For a repair_fraction share of the clips: latents in which a run of frames shows the
         object in another colour, and t redrawn in [repair_min, repair_max); the rest as they were."""
         cfg = self.cfg
         repair = torch.rand(len(clips), generator=g) < cfg.repair_fraction
+        if cfg.repair_captioned_only:
+            repair &= captioned
         t = torch.where(
             repair, torch.randint(cfg.repair_min, cfg.repair_max, t.shape, generator=g), t
         )
