@@ -63,7 +63,8 @@ class TrainConfig:
     # motion: share of samples noised from a copy of the clip in which a run of 1 to repair_run
     # frames shows the object in another colour, at t in [repair_min, repair_max), while the loss
     # asks for the true clip: the frozen image layers settle colour late and frame by frame, and
-    # this teaches the modules to overrule the frames that settle on the wrong one. 0: off
+    # this teaches the modules to overrule the frames that settle on the wrong one. 0: off.
+    # Measured in configs/world_motion.yaml: the modules learn it; sampled clips hold no better
     repair_fraction: float = 0.0
     repair_min: int = 100
     repair_max: int = 600

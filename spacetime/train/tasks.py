@@ -302,7 +302,7 @@ def colour_slips(
             for scene, slipped in zip(clip.scenes(), mask[i], strict=True)
         ]
     rendered = world.render_scenes(scenes)
-    return rendered.reshape(len(clips), frames, *rendered.shape[1:]), mask
+    return rearrange(rendered, "(b t) h w c -> b t h w c", t=frames), mask
 
 
 def x0_loss_weights(abar: Tensor, cap: float) -> Tensor:
@@ -439,7 +439,7 @@ class MotionTask:
         captioned: Tensor,
     ) -> tuple[Tensor, Tensor]:
         """For a repair_fraction share of the clips: latents in which a run of frames shows the
-        object in another colour, and t redrawn in [repair_min, repair_max); the rest as they were."""
+        object in another colour, and t redrawn in [repair_min, repair_max); the rest as is."""
         cfg = self.cfg
         repair = torch.rand(len(clips), generator=g) < cfg.repair_fraction
         if cfg.repair_captioned_only:
@@ -458,7 +458,7 @@ class MotionTask:
         )
         x = on_device_of(self.base.vae, world.clips_to_tensor(frames))
         slipped = self.base.vae.encode(x, generator=g)  # (n, 4, t, h/8, w/8)
-        mask = torch.from_numpy(mask).to(x0.device)[:, None, :, None, None]
+        mask = rearrange(torch.from_numpy(mask).to(x0.device), "b t -> b 1 t 1 1")
         seen[picked] = torch.where(mask, slipped.to(x0), x0[picked])
         return seen, t
 
