@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from spacetime.eval.oracle import read_images
+from spacetime.eval.text_to_video import spread_evenly
 from spacetime.free_init import FreeInit
 from spacetime.pipelines.video import VideoPipeline
 from spacetime.world import heldout_clip_prompts, parse_clip_caption
@@ -65,11 +66,7 @@ def main() -> None:
     p.add_argument("--quiet", action="store_true", help="summary only, no per-prompt rows")
     args = p.parse_args()
 
-    prompts = args.prompts
-    if not prompts:
-        every = heldout_clip_prompts()
-        pick = np.linspace(0, len(every) - 1, min(args.limit, len(every))).round().astype(int)
-        prompts = [every[i] for i in pick]
+    prompts = args.prompts or spread_evenly(heldout_clip_prompts(), args.limit)
     pipe = VideoPipeline.from_pretrained(None, "cpu", "fp32", args.motion)
     settled, asked_share = [], []  # per prompt, per step: shares of frames
     for prompt in prompts:

@@ -10,6 +10,13 @@ from spacetime.eval.oracle import read_clips, score
 from spacetime.world import heldout_clip_prompts, parse_clip_caption
 
 
+def spread_evenly(prompts: list[str], limit: int | None) -> list[str]:
+    """`limit` of the prompts spread evenly over the list (all of them without a limit)."""
+    if limit is None or limit >= len(prompts):
+        return prompts
+    return [prompts[i] for i in np.linspace(0, len(prompts) - 1, limit).round().astype(int)]
+
+
 def evaluate_clips(
     pipe,
     prompts: list[str] | None = None,
@@ -24,9 +31,7 @@ def evaluate_clips(
 
     Prompts default to every held-out clip prompt (spread evenly when `limit` is set).
     """
-    prompts = heldout_clip_prompts() if prompts is None else prompts
-    if limit is not None and limit < len(prompts):
-        prompts = [prompts[i] for i in np.linspace(0, len(prompts) - 1, limit).round().astype(int)]
+    prompts = spread_evenly(heldout_clip_prompts() if prompts is None else prompts, limit)
     started = time.time()
     clips = np.concatenate(
         [

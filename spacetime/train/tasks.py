@@ -421,8 +421,7 @@ class MotionTask:
         noise = clip_noise(tuple(x0.shape), self.shared_noise, g)
         batch = {"ids": ids, "x0": x0, "t": t, "noise": noise}
         if self.cfg.repair_fraction > 0:
-            captioned = torch.tensor([bool(c) for c in captions])
-            batch["seen"], batch["t"] = self._slip_colours(clips, x0, t, g, step, captioned)
+            batch["seen"], batch["t"] = self._slip_colours(clips, x0, t, g, step, ~drop)
         if self.cfg.text_preservation > 0:  # still captions only where a term reads them
             batch["still_ids"], batch["keep"] = still_alignment(
                 self.base.text_encoder.tokenize, captions, ids
