@@ -48,7 +48,7 @@ class TrainConfig:
     # encoder's states for the still caption (motion words dropped), and its states for the still
     # caption match the base encoder's, so the frozen spatial layers keep reading colour, shape and
     # background as the image stage taught them. Needs train_text. Measured in
-    # configs/world_motion.yaml: it helps colour per frame, not constancy across frames.
+    # docs/colour-constancy.md: it helps colour per frame, not constancy across frames.
     text_preservation: float = 0.0
     # motion: share of each element's noise variance common to all frames of the clip (PYoCo's
     # mixed noise); the exported module records it so the pipeline samples with the same noise.
@@ -64,7 +64,7 @@ class TrainConfig:
     # frames shows the object in another colour, at t in [repair_min, repair_max), while the loss
     # asks for the true clip: the frozen image layers settle colour late and frame by frame, and
     # this teaches the modules to overrule the frames that settle on the wrong one. 0: off.
-    # Measured in configs/world_motion.yaml: the modules learn it; sampled clips hold no better
+    # Measured in docs/colour-constancy.md: the modules learn it; sampled clips hold no better
     repair_fraction: float = 0.0
     repair_min: int = 100
     repair_max: int = 600
