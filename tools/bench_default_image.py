@@ -8,10 +8,7 @@ Writes the section "## Default image model" of the output file (replacing only t
 from __future__ import annotations
 
 import argparse
-import platform
-import re
 import statistics
-import subprocess
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,13 +18,9 @@ import torch
 from spacetime.formats.load import default_model
 from spacetime.pipelines.image import load_pipeline
 
+from _shared import cpu_name, write_section
+
 HEADING = "## Default image model"
-
-
-def cpu_name() -> str:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    found = re.search(r"Model name:\s*(.+)", out)
-    return found.group(1).strip() if found else platform.processor()
 
 
 def main() -> None:
@@ -68,15 +61,8 @@ def main() -> None:
         + ("met." if all(med <= 1.0 for _, _, med, _ in rows) else "not met."),
         "",
     ]
-    text = args.out.read_text() if args.out.is_file() else "# Benchmarks\n\n"
     section = "\n".join(lines)
-    pattern = re.compile(rf"{re.escape(HEADING)}\n.*?(?=\n## |\Z)", re.S)
-    text = (
-        pattern.sub(section.rstrip("\n"), text)
-        if pattern.search(text)
-        else text.rstrip("\n") + "\n\n" + section
-    )
-    args.out.write_text(text if text.endswith("\n") else text + "\n")
+    write_section(args.out, section, HEADING)
     print(section)
 
 

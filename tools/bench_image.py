@@ -5,13 +5,13 @@ Measures, in one run and alternating the contenders so they share the machine's 
 
 * per-step U-Net time (batch 2 for classifier-free guidance, the same input, timestep and context)
   for diffusers fp32 / bf16 autocast and spacetime fp32 / auto;
-* whole-process wall time of the image CLI versus a minimal diffusers script (written to the work
-  folder) as subprocesses, with a phase breakdown (import, load, text encode, sampling, VAE decode,
-  save) from instrumented runs;
+* whole-process wall time of the image CLI versus a minimal diffusers script
+  (tools/bench_scripts/diffusers_txt2img.py) as subprocesses, with a phase breakdown (import,
+  load, text encode, sampling, VAE decode, save) from instrumented runs;
 * output agreement: spacetime's and diffusers' fp32 PNGs at the same seed, and auto vs fp32 PSNR.
 
 The results go to a "## Image generation vs diffusers" section of docs/benchmarks.md (replaced on
-rerun) and to results.json in the work folder. diffusers is imported here only; spacetime never is.
+rerun) and to results.json in the work folder. diffusers is imported here only, never by spacetime.
 
     python tools/bench_image.py                      # 20 steps, 256x256, 3 process repeats
     python tools/bench_image.py --repeats 5 --out -  # print the section, leave the docs alone
@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import hashlib
 import json
 import os
-import platform
 import shlex
 import shutil
 import statistics
@@ -34,23 +32,15 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from _shared import ROOT, SD_MID_UNET, Samples, log, machine, timed, wait_quiet, write_section
+
 SECTION = "## Image generation vs diffusers"
 PROMPT = "a red circle"
 TARGET = 0.5  # whole process, spacetime (auto) / diffusers (fp32)
 
 # The checkpoint: an SD 1.x-shaped U-Net at ~0.4x SD's width (~142M parameters), SD's real VAE
 # architecture and a CLIP ViT-L/14-sized text encoder, all with diffusers' default random init.
-UNET = dict(
-    block_out_channels=(128, 256, 512, 512),
-    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-    layers_per_block=2,
-    cross_attention_dim=768,
-    attention_head_dim=8,  # SD 1.x's legacy name: 8 heads per level
-    norm_num_groups=32,
-    sample_size=32,
-)
+UNET = SD_MID_UNET
 VAE = dict(
     block_out_channels=(128, 256, 512, 512),
     down_block_types=("DownEncoderBlock2D",) * 4,
@@ -85,10 +75,6 @@ SCHEDULER = dict(  # SD 1.5's DDIM configuration
 )
 BUILD_SEED = 0
 SPEC_VERSION = 1  # bump when the build recipe changes, so cached checkpoints are rebuilt
-
-
-def log(msg: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 # --- the checkpoint --------------------------------------------------------------------------------
@@ -145,15 +131,12 @@ def build_checkpoint(workdir: Path, rebuild: bool = False) -> tuple[Path, dict]:
 
 def _tokenizer(workdir: Path):
     """OpenAI CLIP's tokenizer from spacetime's bundled vocabulary, else a character-level one."""
-    sys.path.insert(0, str(REPO))
     try:
         from spacetime.formats.tokenizer import clip_tokenizer
 
         return clip_tokenizer(None), "OpenAI CLIP BPE (spacetime.formats.tokenizer)"
     except ImportError:
         pass
-    finally:
-        sys.path.remove(str(REPO))
     import string
 
     from transformers import CLIPTokenizer
@@ -168,79 +151,6 @@ def _tokenizer(workdir: Path):
     return tok, "character-level (handwritten vocab)"
 
 
-# --- a shared machine -----------------------------------------------------------------------------
-# Other processes on the machine (a test suite, say) slow a run by far more than their share: with
-# OpenMP threads on every core, one busy neighbour can make a U-Net call 10x slower. Every timed
-# interval therefore also records the share of the machine's CPU time others used during it; runs
-# above --max-contention are repeated, and medians are taken over the clean ones.
-
-
-def _machine_busy_s() -> float | None:
-    """CPU seconds the whole machine has been busy (all cores, steal included), from /proc/stat."""
-    try:
-        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")  # minus idle, iowait
-
-
-def _own_cpu_s() -> float:
-    """CPU seconds of this process (all threads) and of its finished children."""
-    import resource
-
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return time.process_time() + children.ru_utime + children.ru_stime
-
-
-def timed(fn):
-    """(fn's result, wall seconds, share of the machine's CPU others used meanwhile)."""
-    busy, own = _machine_busy_s(), _own_cpu_s()
-    start = time.perf_counter()
-    out = fn()
-    wall = time.perf_counter() - start
-    busy_after, own_after = _machine_busy_s(), _own_cpu_s()
-    if busy is None or busy_after is None:
-        return out, wall, 0.0
-    others = max(0.0, (busy_after - busy) - (own_after - own))
-    return out, wall, others / (wall * (os.cpu_count() or 1))
-
-
-def wait_quiet(max_share: float, max_wait: float) -> float:
-    """Wait (up to max_wait seconds) for a second in which others use <= max_share of the CPU."""
-    start = time.perf_counter()
-    while time.perf_counter() - start < max_wait:
-        if timed(lambda: time.sleep(1.0))[2] <= max_share:
-            break
-    return time.perf_counter() - start
-
-
-class Samples:
-    """Timings with the contention each saw; statistics prefer the clean ones."""
-
-    def __init__(self, max_share: float):
-        self.max_share = max_share
-        self.runs: list[tuple[float, float]] = []  # (seconds, others' share)
-
-    def add(self, seconds: float, share: float) -> bool:
-        self.runs.append((seconds, share))
-        return share <= self.max_share
-
-    @property
-    def clean(self) -> list[float]:
-        return [s for s, share in self.runs if share <= self.max_share]
-
-    def median(self) -> float:
-        return statistics.median(self.clean or [s for s, _ in self.runs])
-
-    def summary(self) -> dict:
-        return {
-            "median_s": self.median(),
-            "min_s": min(s for s, _ in self.runs),
-            "clean": len(self.clean),
-            "runs": [{"s": s, "others_share": share} for s, share in self.runs],
-        }
-
-
 # --- per-step U-Net --------------------------------------------------------------------------------
 
 
@@ -252,7 +162,6 @@ def bench_unet(model: Path, size: int, warmup: int, repeats: int, max_share: flo
     import torch
     from diffusers import UNet2DConditionModel
 
-    sys.path.insert(0, str(REPO))
     from spacetime.formats.load import load_components
     from spacetime.precision import DTYPES, resolve_precision
 
@@ -321,104 +230,10 @@ def bench_unet(model: Path, size: int, warmup: int, repeats: int, max_share: flo
 
 # --- whole process ---------------------------------------------------------------------------------
 
-DIFFUSERS_SCRIPT = '''\
-"""Minimal diffusers text-to-image (written by tools/bench_image.py): the whole-process baseline."""
-import time
-
-T = {"start": time.time()}
-import argparse, contextlib, json, sys
-
-import torch
-from diffusers import StableDiffusionPipeline
-
-T["imported"] = time.time()
-p = argparse.ArgumentParser()
-p.add_argument("prompt")
-p.add_argument("--model", required=True)
-p.add_argument("--steps", type=int, default=20)
-p.add_argument("--height", type=int, default=512)
-p.add_argument("--width", type=int, default=512)
-p.add_argument("--guidance", type=float, default=7.5)
-p.add_argument("--seed", type=int, default=0)
-p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
-p.add_argument("--out", default="out.png")
-a = p.parse_args()
-pipe = StableDiffusionPipeline.from_pretrained(a.model)
-T["loaded"] = time.time()
-
-
-def timed(name, fn):
-    def wrapper(*args, **kwargs):
-        out = fn(*args, **kwargs)
-        T[name] = time.time()
-        return out
-    return wrapper
-
-
-def on_step(pipe, i, t, kwargs):
-    T["first_step" if i == 0 else "last_step"] = time.time()
-    return kwargs
-
-
-pipe.encode_prompt = timed("encoded", pipe.encode_prompt)
-pipe.vae.decode = timed("decoded", pipe.vae.decode)
-ctx = torch.autocast("cpu", dtype=torch.bfloat16) if a.precision == "bf16" else contextlib.nullcontext()
-with ctx:
-    image = pipe(
-        a.prompt, height=a.height, width=a.width, num_inference_steps=a.steps,
-        guidance_scale=a.guidance, generator=torch.Generator("cpu").manual_seed(a.seed),
-        callback_on_step_end=on_step,
-    ).images[0]
-image.save(a.out)
-T["saved"] = time.time()
-print("BENCH_PHASES " + json.dumps(T), file=sys.stderr)
-'''
-
-# The spacetime CLI's body (spacetime/image.py), instrumented with timestamps; used only for the
-# phase breakdown. The headline whole-process times run the real `python -m spacetime.image`.
-SPACETIME_PHASES_SCRIPT = '''\
-"""`python -m spacetime.image` with timestamps per phase (written by tools/bench_image.py)."""
-import time
-
-T = {"start": time.time()}
-import json, sys
-
-from spacetime.cli import pick_device
-from spacetime.image import parser
-from spacetime.media import IMAGE_SUFFIXES, check_writable, write_image
-from spacetime.pipelines.diffusion import GenerationRequest  # noqa: F401 (the CLI imports it)
-from spacetime.pipelines.image import ImagePipeline
-
-T["imported"] = time.time()
-a = parser().parse_args()
-check_writable(a.out, IMAGE_SUFFIXES)
-pipe = ImagePipeline.from_pretrained(a.model, pick_device(a.device), a.precision)
-T["loaded"] = time.time()
-
-
-def timed(name, fn):
-    def wrapper(*args, **kwargs):
-        out = fn(*args, **kwargs)
-        T[name] = time.time()
-        return out
-    return wrapper
-
-
-def progress(done, total):
-    T["first_step" if done == 1 else "last_step"] = time.time()
-
-
-pipe.encode_prompts = timed("encoded", pipe.encode_prompts)
-pipe.decode = timed("decoded", pipe.decode)
-images = pipe(
-    a.prompt, a.negative_prompt, height=a.height, width=a.width,
-    progress=progress, steps=a.steps, guidance=a.guidance, scheduler=a.scheduler, karras=a.karras,
-    eta=a.eta, seed=a.seed, num_images=a.num_images, clip_skip=a.clip_skip,
-)
-write_image(a.out, images[0])
-T["saved"] = time.time()
-print("BENCH_PHASES " + json.dumps(T), file=sys.stderr)
-'''
+# Scripts the whole-process runs launch, beside the real `python -m spacetime.image`.
+SCRIPTS = Path(__file__).resolve().parent / "bench_scripts"
+DIFFUSERS_SCRIPT = SCRIPTS / "diffusers_txt2img.py"  # the diffusers baseline, all its runs
+SPACETIME_PHASES_SCRIPT = SCRIPTS / "spacetime_image_phases.py"  # the CLI with phase timestamps
 
 
 def phases(stamps: dict, launched: float, ended: float) -> dict:
@@ -444,7 +259,7 @@ def run_process(cmd: list[str], env: dict, log_file: Path) -> tuple[float, dict 
     share of the machine others used meanwhile."""
     launched = time.time()
     proc, wall, share = timed(
-        lambda: subprocess.run(cmd, env=env, cwd=str(REPO), capture_output=True, text=True)
+        lambda: subprocess.run(cmd, env=env, cwd=str(ROOT), capture_output=True, text=True)
     )
     ended = time.time()
     log_file.write_text(
@@ -467,16 +282,11 @@ def bench_processes(
 ) -> dict:  # fmt: skip
     """Whole-process wall times (medians), instrumented phase breakdowns and the output images."""
     py = sys.executable
-    diffusers_script = workdir / "diffusers_txt2img.py"
-    diffusers_script.write_text(DIFFUSERS_SCRIPT)
-    phases_script = workdir / "spacetime_phases.py"
-    phases_script.write_text(SPACETIME_PHASES_SCRIPT)
     out = workdir / "out"
     logs = workdir / "logs"
     out.mkdir(exist_ok=True)
     logs.mkdir(exist_ok=True)
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
     # Bytecode as an installed package has it, for both contenders, kept out of the source trees.
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
@@ -487,7 +297,7 @@ def bench_processes(
         return [py, *script, *common, "--precision", precision, "--out", str(png)]
 
     def diffusers(precision: str, png: Path) -> list[str]:
-        return [py, str(diffusers_script), *common, "--precision", precision, "--out", str(png)]
+        return [py, str(DIFFUSERS_SCRIPT), *common, "--precision", precision, "--out", str(png)]
 
     contenders = {
         "spacetime fp32": lambda png: spacetime("fp32", png, ["-m", "spacetime.image"]),
@@ -518,8 +328,8 @@ def bench_processes(
     # Instrumented runs for the phase breakdown.
     breakdown: dict[str, dict] = {}
     instrumented = {
-        "spacetime fp32": lambda png: spacetime("fp32", png, [str(phases_script)]),
-        "spacetime auto": lambda png: spacetime("auto", png, [str(phases_script)]),
+        "spacetime fp32": lambda png: spacetime("fp32", png, [str(SPACETIME_PHASES_SCRIPT)]),
+        "spacetime auto": lambda png: spacetime("auto", png, [str(SPACETIME_PHASES_SCRIPT)]),
         "diffusers fp32": contenders["diffusers fp32"],
         "diffusers bf16 autocast": contenders["diffusers bf16 autocast"],
     }
@@ -601,33 +411,6 @@ def compare_images(images: dict[str, str]) -> dict:
 # --- report ----------------------------------------------------------------------------------------
 
 
-def machine() -> dict:
-    import diffusers
-    import torch
-    import transformers
-
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                cpu = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    isa = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags.split()]
-    return {
-        "cpu": cpu,
-        "isa": isa,
-        "cores": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "diffusers": diffusers.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    }
-
-
 def fmt_s(s: float) -> str:
     return f"{s:.2f}"
 
@@ -681,7 +464,7 @@ def render(r: dict) -> str:
         "of the machine's CPU; disturbed runs were repeated and medians use the clean ones.",
         "",
         "`python -m spacetime.image` (the real CLI) versus a minimal diffusers script "
-        "(`diffusers_txt2img.py`, written to the work folder: import, `from_pretrained`, DDIM, save). "
+        "(`tools/bench_scripts/diffusers_txt2img.py`: import, `from_pretrained`, DDIM, save). "
         "Phases come from instrumented runs of the same code (spacetime: one run of the CLI body with "
         "timestamps; diffusers: median over its runs); *import+load* counts from process launch.",
         "",
@@ -722,32 +505,6 @@ def render(r: dict) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str, name: str = SECTION) -> None:
-    """Replace the `## ` section called `name` in `path` (or append it); create the file if
-    needed. Every benchmark in tools/ writes its section through this."""
-    if path.exists():
-        text = path.read_text()
-    else:
-        text = (
-            "# Benchmarks\n\n"
-            "Speed and memory of spacetime against its reference implementations, measured side by "
-            "side in one run by the scripts in `tools/`. Each section names the machine and the "
-            "command that produced it; ratios are the numbers to compare across machines.\n\n"
-        )
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == name), None)
-    if start is None:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = next(
-            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
-        )
-        rest = "".join(lines[end:])
-        text = "".join(lines[:start]) + section + ("\n" + rest if rest else "")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text.rstrip("\n") + "\n")
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(
         description="Benchmark python -m spacetime.image against diffusers (per-step U-Net and "
@@ -755,7 +512,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--workdir", type=Path, default=Path("/tmp/spacetime-bench"),
                    help="where the checkpoint is cached and outputs/logs go (default /tmp/spacetime-bench)")  # fmt: skip
-    p.add_argument("--out", default=str(REPO / "docs" / "benchmarks.md"),
+    p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"),
                    help="markdown file whose section to write, or - to only print (default docs/benchmarks.md)")  # fmt: skip
     p.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
     p.add_argument("--size", type=int, default=256, help="image height and width (default 256)")
@@ -814,7 +571,7 @@ def main(argv: list[str] | None = None) -> None:
     section = render(results)
     print(section)
     if a.out != "-":
-        write_section(Path(a.out), section)
+        write_section(Path(a.out), section, SECTION)
         log(f"wrote the section to {a.out}")
 
 

@@ -20,14 +20,11 @@ import argparse
 import json
 import multiprocessing
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-from bench_image import write_section  # noqa: E402
+from _shared import ROOT, write_section
 
 RESULTS = ROOT / "docs" / "mesh_results.json"
 BENCHMARKS = ROOT / "docs" / "benchmarks.md"

@@ -27,7 +27,6 @@ import argparse
 import functools
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -35,40 +34,25 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tools"))
-
-from bench_image import Samples, log, machine, timed, wait_quiet, write_section  # noqa: E402
+from _shared import (
+    ROOT,
+    SD_MID_UNET,
+    Samples,
+    log,
+    machine,
+    status_mb,
+    timed,
+    wait_quiet,
+    write_section,
+)
 
 SECTION = "## Video"
 PROMPT = "a red circle moving right"
 MEMORY_TARGET = 1.6  # peak memory, 64 frames / 16 frames
 TIME_TARGET = 10.0  # seconds for 16 frames at 64x64 after load
 # U-Nets for the motion-U-Net comparison: the shipped default's own config at its 64 px size,
-# and the SD 1.x-shaped U-Net of tools/bench_image.py at 256 px.
-UNETS = {
-    "default": dict(size=64),
-    "sd-mid": dict(
-        size=256,
-        config=dict(
-            block_out_channels=(128, 256, 512, 512),
-            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-            layers_per_block=2,
-            cross_attention_dim=768,
-            attention_head_dim=8,
-            norm_num_groups=32,
-            sample_size=32,
-        ),
-    ),
-}
-
-
-def _status_mb(key: str) -> float:
-    """A VmRSS/VmHWM line of /proc/self/status, in MiB."""
-    text = Path("/proc/self/status").read_text()
-    return int(re.search(rf"^{key}:\s+(\d+) kB", text, re.M).group(1)) / 1024
+# and the SD 1.x-shaped U-Net that tools/bench_image.py measures, at 256 px.
+UNETS = {"default": dict(size=64), "sd-mid": dict(size=256, config=SD_MID_UNET)}
 
 
 # --- peak memory: one subprocess per clip length ---------------------------------------------------
@@ -90,7 +74,7 @@ def memory_child(frames: int, motion: str, steps: int, precision: str, size: int
 
     return_large_blocks()  # as python -m spacetime.video does
     pipe = VideoPipeline.from_pretrained(default_model("image"), precision=precision, motion=motion)
-    loaded = _status_mb("VmRSS")
+    loaded = status_mb("VmRSS")
     try:
         Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS (Linux >= 4.0)
         method = "VmHWM reset after load"
@@ -100,7 +84,7 @@ def memory_child(frames: int, motion: str, steps: int, precision: str, size: int
     clip = pipe(PROMPT, frames=frames, steps=steps, scheduler="dpm++", height=size, width=size)
     seconds = time.perf_counter() - start
     peak = (
-        _status_mb("VmHWM")
+        status_mb("VmHWM")
         if method.startswith("VmHWM")
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     )
@@ -134,7 +118,7 @@ def bench_memory(
                "--steps", str(steps), "--precision", precision]  # fmt: skip
         log_file = workdir / f"memory-{n}.log"
         with log_file.open("w") as err:
-            out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True, cwd=REPO)
+            out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True, cwd=ROOT)
         if out.returncode:
             raise SystemExit(f"memory run for {n} frames failed; see {log_file}")
         runs[n] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -350,7 +334,7 @@ def fresh_motion(folder: Path) -> Path:
     from spacetime.train.config import load_config
     from spacetime.train.tasks import MotionTask
 
-    task = MotionTask(load_config(REPO / "configs" / "world_motion.yaml"))
+    task = MotionTask(load_config(ROOT / "configs" / "world_motion.yaml"))
     return save_motion_adapter(task.build().unet, folder)
 
 
@@ -398,7 +382,7 @@ def main(argv: list[str] | None = None) -> None:
         a.steps, a.repeats, a.unet_repeats, a.unet_warmup, a.unet = 2, 1, 1, 1, ["default"]
         a.quiet_wait = 0
     if a.out is None:
-        a.out = "-" if a.quick else str(REPO / "docs" / "benchmarks.md")
+        a.out = "-" if a.quick else str(ROOT / "docs" / "benchmarks.md")
     if min(a.steps, a.frames, a.repeats, a.unet_repeats, a.unet_warmup, *a.memory_frames) < 1:
         p.error("--steps, --frames, --repeats, --unet-* and --memory-frames must be >= 1")
     if not 0 < a.max_contention <= 1:

@@ -18,12 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tools"))
-
-import bench_video  # noqa: E402
-from bench_image import log, machine, write_section  # noqa: E402
+from _shared import ROOT, log, machine, status_mb, write_section
 
 SECTION = "## Video VAE"
 TARGET = 1.5
@@ -57,11 +52,11 @@ def child(frames: int, size: int, path: str | None) -> None:
     f = vae.config.downscale
     z = torch.randn(1, vae.config.latent_channels, frames, size // f, size // f,
                     generator=torch.Generator().manual_seed(0))  # fmt: skip
-    loaded = bench_video._status_mb("VmRSS")
+    loaded = status_mb("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
     with torch.no_grad():
         pixels = to_uint8(vae.decode(z, **temporal_decode_windows(frames)))
-    peak = bench_video._status_mb("VmHWM")
+    peak = status_mb("VmHWM")
     print(json.dumps({"frames": frames, "size": size, "shape": list(pixels.shape),
                       "decode_mb": peak - loaded, "checksum": int(np.asarray(pixels).sum() % 997),
                       "windows": temporal_decode_windows(frames), "vae": what}))  # fmt: skip
@@ -70,7 +65,7 @@ def child(frames: int, size: int, path: str | None) -> None:
 def run_case(frames: int, size: int, path: str | None) -> dict:
     cmd = [sys.executable, __file__, "--child", str(frames), str(size)]
     cmd += ["--vae", path] if path else []
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if out.returncode:
         raise SystemExit(f"decode of {frames} frames at {size} px failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -104,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 256],
                    help="output sizes in pixels (default 64 256)")  # fmt: skip
-    p.add_argument("--out", default=str(REPO / "docs" / "benchmarks.md"),
+    p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"),
                    help="markdown file whose section to write, or - to only print")  # fmt: skip
     p.add_argument("--vae", default=None,
                    help="video VAE folder (default: the shipped one, else a fresh one grown from "

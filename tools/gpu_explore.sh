@@ -9,13 +9,5 @@ pip install -q --no-deps -e . >/dev/null 2>&1 || export PYTHONPATH=$PWD
 python -m spacetime.train configs/world_vae.yaml --out runs/g-vae --quiet "$@" 2>&1 | tail -2
 cp runs/g-vae/export.json "$OUT/vae_export.json"; cat "$OUT/vae_export.json"
 python -m spacetime.train configs/world_text2image.yaml --out runs/g-t2i --set vae=runs/g-vae/model --quiet ${T2I_ARGS:-} 2>&1 | tail -2
-python - <<'PY'
-import json, os
-from spacetime.pipelines.image import load_pipeline
-from spacetime.eval.text_to_image import evaluate
-pipe = load_pipeline("runs/g-t2i/model", "cuda")
-for g in (3.0, 7.5):
-    m, _ = evaluate(pipe, guidance=g, precision="fp32")
-    print(json.dumps(m))
-PY
+python tools/score_text2image.py runs/g-t2i/model --device cuda
 tar czf "$OUT/models.tgz" runs/g-vae/model runs/g-t2i/model runs/g-vae/log.jsonl runs/g-t2i/log.jsonl

@@ -29,17 +29,7 @@ wait
 score() {  # name: motion runs → held-out direction/constancy, multi-view runs → oracle readings
   local run=runs/$1
   if [ -d "$run/model/motion" ]; then
-    python - "$run" <<'PY'
-import json, os, sys
-from spacetime.eval.text_to_video import evaluate_clips
-from spacetime.pipelines.video import VideoPipeline
-run = sys.argv[1]
-pipe = VideoPipeline.from_pretrained(
-    "spacetime/assets/default-image", os.environ["DEVICE"], "fp32", f"{run}/model/motion", "per-frame")
-for g in (7.5,):
-    m = evaluate_clips(pipe, guidance=g, limit=int(os.environ["EVAL_LIMIT"]))[0]
-    print(json.dumps({"run": run, **m}))
-PY
+    python tools/score_motion.py "$run" --device "$DEVICE" --limit "$EVAL_LIMIT"
   elif [ -f "$run/model/unet/config.json" ]; then
     python -m spacetime.eval.multiview "$run/model" --device "$DEVICE"
   fi
@@ -50,7 +40,7 @@ wait
 cat "$OUT"/eval-*.txt | grep -v Warning
 # fp16 copies: what ships, and under the 16 MB a file that comes back from a device may have
 for name in "${names[@]}"; do
-  python -c "import sys; sys.path.insert(0, 'tools'); from pathlib import Path; from ship_default_image import to_fp16; p = Path(sys.argv[1]); p.is_dir() and to_fp16(p)" "runs/$name/model"
+  python tools/to_fp16.py "runs/$name/model"
   tar czf "$OUT/$name.tgz" "runs/$name/model" runs/$name/*.json runs/$name/log.jsonl 2>/dev/null
 done
 ls -la "$OUT"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import shutil
 import subprocess
 import time
 from datetime import date
@@ -22,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
 
-ROOT = Path(__file__).resolve().parents[1]
+from _shared import ROOT, publish, size_mb, stage, wall_seconds
+
 DEST = ROOT / "spacetime" / "assets" / "default-image"
 GRID = ROOT / "docs" / "images" / "default_image_grid.png"
 GRID_PROMPTS = [
@@ -32,68 +31,6 @@ GRID_PROMPTS = [
     "an orange square on a white background", "a white triangle on a black background",
     "a cyan circle on a red background", "a purple square on a yellow background",
 ]  # fmt: skip
-
-
-def wall_seconds(run: Path) -> float:
-    """Training wall time summed over resumed segments (each restarts its clock)."""
-    total, last = 0.0, 0.0
-    for line in (run / "log.jsonl").read_text().splitlines():
-        seconds = json.loads(line)["seconds"]
-        if seconds < last:
-            total += last
-        last = seconds
-    return round(total + last, 1)
-
-
-def to_fp16(folder: Path) -> None:
-    """Halve the shipped size: weights stored fp16, loaded back as fp32 by spacetime."""
-    for path in folder.rglob("*.safetensors"):
-        sd = {k: v.half() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
-        save_file(sd, str(path), metadata={"format": "pt"})
-
-
-def stage(source: Path, dest: Path) -> Path:
-    """A fp16 copy of a trained export beside `dest`, to evaluate exactly what will ship."""
-    staging = dest.with_name(f".{dest.name}-staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(source, staging)
-    to_fp16(staging)
-    return staging
-
-
-def publish(staging: Path, dest: Path, card: dict, card_text: str) -> None:
-    """Write metrics.json and MODEL_CARD.md into the staged copy, then swap it in for `dest`."""
-    (staging / "metrics.json").write_text(json.dumps(card, indent=2) + "\n")
-    (staging / "MODEL_CARD.md").write_text(card_text)
-    shutil.rmtree(dest, ignore_errors=True)
-    staging.rename(dest)
-
-
-def ship_parser(doc: str, run: str) -> argparse.ArgumentParser:
-    """The arguments every ship tool takes: the training run, and where it trained."""
-    p = argparse.ArgumentParser(
-        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--run", type=Path, default=Path(run), help="the training run's --out folder")
-    p.add_argument(
-        "--machine", default="this 2-core CPU", help="where the run trained, for the model card"
-    )
-    return p
-
-
-def run_facts(run: Path, staging: Path, machine: str) -> dict:
-    """What every model card records about a run: its config, wall time, machine, size, date."""
-    return {
-        "train_wall_seconds": wall_seconds(run),
-        "machine": machine,
-        "shipped_megabytes": size_mb(staging),
-        "date": date.today().isoformat(),
-        "config": json.loads((run / "config.json").read_text()),
-    }
-
-
-def size_mb(folder: Path) -> float:
-    return round(sum(p.stat().st_size for p in folder.rglob("*.safetensors")) / 1e6, 2)
 
 
 def main() -> None:

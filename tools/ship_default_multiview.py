@@ -12,15 +12,11 @@ sets, held-out and trained colour × solid pairs, and docs/images/multiview_sets
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-from ship_default_image import publish, run_facts, ship_parser, stage  # noqa: E402
+from _shared import ROOT, publish, run_facts, ship_parser, stage
 
 DEST = ROOT / "spacetime" / "assets" / "default-multiview"
 SETS = ROOT / "docs" / "images" / "multiview_sets.png"

@@ -11,12 +11,9 @@ latents frame by frame with the image VAE, decoded the way the video pipeline de
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-from ship_default_image import publish, run_facts, ship_parser, stage  # noqa: E402
+from _shared import ROOT, publish, run_facts, ship_parser, stage
 
 DEST = ROOT / "spacetime" / "assets" / "default-video-vae"
 

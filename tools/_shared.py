@@ -1,0 +1,247 @@
+"""What the scripts in tools/ share: the repository root, logging, timing on a busy machine, the
+machine's description, the sections of docs/benchmarks.md, and shipping a trained model.
+
+Not a tool: the tools import it by name (`from _shared import ...`), which works because
+`python tools/NAME.py` puts tools/ first on sys.path. No tool imports another tool. Importing this
+module is cheap (no torch, no diffusers); what needs them imports them when called.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# An SD 1.x-shaped U-Net at ~0.4x SD's width (~142M parameters): the mid-size U-Net the image and
+# video benchmarks measure against diffusers.
+SD_MID_UNET = dict(
+    block_out_channels=(128, 256, 512, 512),
+    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    layers_per_block=2,
+    cross_attention_dim=768,
+    attention_head_dim=8,  # SD 1.x's legacy name: 8 heads per level
+    norm_num_groups=32,
+    sample_size=32,
+)
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --- a shared machine -----------------------------------------------------------------------------
+# Other processes on the machine (a test suite, say) slow a run by far more than their share: with
+# OpenMP threads on every core, one busy neighbour can make a U-Net call 10x slower. Every timed
+# interval therefore also records the share of the machine's CPU time others used during it; runs
+# above --max-contention are repeated, and medians are taken over the clean ones.
+
+
+def _machine_busy_s() -> float | None:
+    """CPU seconds the whole machine has been busy (all cores, steal included), from /proc/stat."""
+    try:
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")  # minus idle, iowait
+
+
+def _own_cpu_s() -> float:
+    """CPU seconds of this process (all threads) and of its finished children."""
+    import resource
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def timed(fn):
+    """(fn's result, wall seconds, share of the machine's CPU others used meanwhile)."""
+    busy, own = _machine_busy_s(), _own_cpu_s()
+    start = time.perf_counter()
+    out = fn()
+    wall = time.perf_counter() - start
+    busy_after, own_after = _machine_busy_s(), _own_cpu_s()
+    if busy is None or busy_after is None:
+        return out, wall, 0.0
+    others = max(0.0, (busy_after - busy) - (own_after - own))
+    return out, wall, others / (wall * (os.cpu_count() or 1))
+
+
+def wait_quiet(max_share: float, max_wait: float) -> float:
+    """Wait (up to max_wait seconds) for a second in which others use <= max_share of the CPU."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < max_wait:
+        if timed(lambda: time.sleep(1.0))[2] <= max_share:
+            break
+    return time.perf_counter() - start
+
+
+class Samples:
+    """Timings with the contention each saw; statistics prefer the clean ones."""
+
+    def __init__(self, max_share: float):
+        self.max_share = max_share
+        self.runs: list[tuple[float, float]] = []  # (seconds, others' share)
+
+    def add(self, seconds: float, share: float) -> bool:
+        self.runs.append((seconds, share))
+        return share <= self.max_share
+
+    @property
+    def clean(self) -> list[float]:
+        return [s for s, share in self.runs if share <= self.max_share]
+
+    def median(self) -> float:
+        return statistics.median(self.clean or [s for s, _ in self.runs])
+
+    def summary(self) -> dict:
+        return {
+            "median_s": self.median(),
+            "min_s": min(s for s, _ in self.runs),
+            "clean": len(self.clean),
+            "runs": [{"s": s, "others_share": share} for s, share in self.runs],
+        }
+
+
+def status_mb(key: str) -> float:
+    """A VmRSS/VmHWM line of /proc/self/status, in MiB."""
+    text = Path("/proc/self/status").read_text()
+    return int(re.search(rf"^{key}:\s+(\d+) kB", text, re.M).group(1)) / 1024
+
+
+# --- the machine and the report -------------------------------------------------------------------
+
+
+def cpu_name() -> str:
+    """The CPU's model name from lscpu, else what platform knows."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    except OSError:
+        out = ""
+    found = re.search(r"^Model name:\s*(.+)$", out, re.M)
+    return found.group(1).strip() if found else platform.processor() or "unknown CPU"
+
+
+def machine() -> dict:
+    """The machine and the library versions a benchmark ran on."""
+    import diffusers
+    import torch
+    import transformers
+
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    isa = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags.split()]
+    return {
+        "cpu": cpu_name(),
+        "isa": isa,
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def write_section(path: Path, section: str, name: str) -> None:
+    """Replace the `## ` section called `name` in `path` (or append it); create the file if
+    needed. Every benchmark in tools/ writes its section through this."""
+    if path.exists():
+        text = path.read_text()
+    else:
+        text = (
+            "# Benchmarks\n\n"
+            "Speed and memory of spacetime against its reference implementations, measured side by "
+            "side in one run by the scripts in `tools/`. Each section names the machine and the "
+            "command that produced it; ratios are the numbers to compare across machines.\n\n"
+        )
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.rstrip() == name), None)
+    if start is None:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = next(
+            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
+        )
+        rest = "".join(lines[end:])
+        text = "".join(lines[:start]) + section + ("\n" + rest if rest else "")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text.rstrip("\n") + "\n")
+
+
+# --- shipping a trained model into spacetime/assets -----------------------------------------------
+
+
+def wall_seconds(run: Path) -> float:
+    """Training wall time summed over resumed segments (each restarts its clock)."""
+    total, last = 0.0, 0.0
+    for line in (run / "log.jsonl").read_text().splitlines():
+        seconds = json.loads(line)["seconds"]
+        if seconds < last:
+            total += last
+        last = seconds
+    return round(total + last, 1)
+
+
+def to_fp16(folder: Path) -> None:
+    """Halve the shipped size: weights stored fp16, loaded back as fp32 by spacetime."""
+    from safetensors.torch import load_file, save_file
+
+    for path in folder.rglob("*.safetensors"):
+        sd = {k: v.half() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+        save_file(sd, str(path), metadata={"format": "pt"})
+
+
+def size_mb(folder: Path) -> float:
+    return round(sum(p.stat().st_size for p in folder.rglob("*.safetensors")) / 1e6, 2)
+
+
+def stage(source: Path, dest: Path) -> Path:
+    """A fp16 copy of a trained export beside `dest`, to evaluate exactly what will ship."""
+    staging = dest.with_name(f".{dest.name}-staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging)
+    to_fp16(staging)
+    return staging
+
+
+def publish(staging: Path, dest: Path, card: dict, card_text: str) -> None:
+    """Write metrics.json and MODEL_CARD.md into the staged copy, then swap it in for `dest`."""
+    (staging / "metrics.json").write_text(json.dumps(card, indent=2) + "\n")
+    (staging / "MODEL_CARD.md").write_text(card_text)
+    shutil.rmtree(dest, ignore_errors=True)
+    staging.rename(dest)
+
+
+def ship_parser(doc: str, run: str) -> argparse.ArgumentParser:
+    """The arguments every ship tool takes: the training run, and where it trained."""
+    p = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--run", type=Path, default=Path(run), help="the training run's --out folder")
+    p.add_argument(
+        "--machine", default="this 2-core CPU", help="where the run trained, for the model card"
+    )
+    return p
+
+
+def run_facts(run: Path, staging: Path, machine: str) -> dict:
+    """What every model card records about a run: its config, wall time, machine, size, date."""
+    return {
+        "train_wall_seconds": wall_seconds(run),
+        "machine": machine,
+        "shipped_megabytes": size_mb(staging),
+        "date": datetime.date.today().isoformat(),
+        "config": json.loads((run / "config.json").read_text()),
+    }

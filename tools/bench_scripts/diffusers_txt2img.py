@@ -1,0 +1,63 @@
+"""Minimal diffusers text-to-image: the whole-process baseline of tools/bench_image.py.
+
+Import, `from_pretrained`, DDIM as the checkpoint configures it, save. Timestamps per phase go to
+stderr as one `BENCH_PHASES {json}` line, which tools/bench_image.py reads.
+"""
+
+import time
+
+T = {"start": time.time()}
+import argparse  # noqa: E402  (after the first timestamp: import time is a phase)
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+
+import torch  # noqa: E402
+from diffusers import StableDiffusionPipeline  # noqa: E402
+
+T["imported"] = time.time()
+p = argparse.ArgumentParser()
+p.add_argument("prompt")
+p.add_argument("--model", required=True)
+p.add_argument("--steps", type=int, default=20)
+p.add_argument("--height", type=int, default=512)
+p.add_argument("--width", type=int, default=512)
+p.add_argument("--guidance", type=float, default=7.5)
+p.add_argument("--seed", type=int, default=0)
+p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+p.add_argument("--out", default="out.png")
+a = p.parse_args()
+pipe = StableDiffusionPipeline.from_pretrained(a.model)
+T["loaded"] = time.time()
+
+
+def timed(name, fn):
+    def wrapper(*args, **kwargs):
+        out = fn(*args, **kwargs)
+        T[name] = time.time()
+        return out
+
+    return wrapper
+
+
+def on_step(pipe, i, t, kwargs):
+    T["first_step" if i == 0 else "last_step"] = time.time()
+    return kwargs
+
+
+pipe.encode_prompt = timed("encoded", pipe.encode_prompt)
+pipe.vae.decode = timed("decoded", pipe.vae.decode)
+ctx = (
+    torch.autocast("cpu", dtype=torch.bfloat16)
+    if a.precision == "bf16"
+    else contextlib.nullcontext()
+)
+with ctx:
+    image = pipe(
+        a.prompt, height=a.height, width=a.width, num_inference_steps=a.steps,
+        guidance_scale=a.guidance, generator=torch.Generator("cpu").manual_seed(a.seed),
+        callback_on_step_end=on_step,
+    ).images[0]  # fmt: skip
+image.save(a.out)
+T["saved"] = time.time()
+print("BENCH_PHASES " + json.dumps(T), file=sys.stderr)
