@@ -7,3 +7,7 @@ class SpacetimeError(Exception):
 
 class CheckpointError(SpacetimeError):
     """A checkpoint is missing, corrupt, truncated, or does not fit the model."""
+
+
+class ConfigError(SpacetimeError, ValueError):
+    """A training config names an unknown key, or a value of the wrong type or out of range."""

@@ -22,19 +22,32 @@ from torch import Tensor, nn
 from spacetime.train.config import TrainConfig
 from spacetime.train.ema import EMA, Counter
 
+GRAD_CLIP = 1.0  # max global gradient norm, every recipe's
+KEEP_CHECKPOINTS = 2  # the newest two: one to resume from even if the last save was cut short
+
 
 class Task(Protocol):
-    def build(self) -> nn.Module: ...
+    """Everything the loop asks of a task; each task's typed config is its `cfg`."""
 
-    def batch(self, step: int, rank: int, world: int) -> dict[str, Tensor]: ...
+    cfg: TrainConfig
 
-    def export(self, module: nn.Module, folder: Path) -> dict: ...
+    def build(self) -> nn.Module:
+        """The trained module: its forward takes a batch's entries and returns the loss.
+        Parameters with requires_grad train; the rest (a frozen spatial U-Net) stay as built."""
+        ...
 
+    def frozen(self) -> list[nn.Module]:
+        """Modules outside the trained one that only make batches (an encoder): the loop moves
+        them to the training device and back to the CPU for export."""
+        ...
 
-def rank_slice(global_batch: Tensor, rank: int, world: int) -> Tensor:
-    """This process's share of a global batch (the batch size must divide evenly)."""
-    per = global_batch.shape[0] // world
-    return global_batch[rank * per : (rank + 1) * per]
+    def batch(self, step: int, rank: int, world: int) -> dict[str, Tensor]:
+        """This rank's share of the global batch of `step`: a pure function of (seed, step)."""
+        ...
+
+    def export(self, module: nn.Module, folder: Path) -> dict:
+        """Write the trained weights (EMA) in diffusers layout to `folder`; return metrics."""
+        ...
 
 
 def checkpoints(folder: Path) -> list[Path]:
@@ -83,15 +96,15 @@ def train(
     ckpt_root = out / "checkpoints"
     if accelerator.is_main_process:
         ckpt_root.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(cfg.__dict__, indent=2) + "\n")
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     module = task.build()
-    frozen = getattr(task, "frozen", list)()  # e.g. the VAE that encodes batches
+    frozen = task.frozen()
     for m in frozen:
         m.to(accelerator.device)
     params = [p for p in module.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, eps=cfg.adam_eps)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
     # The LR schedule counts global steps: accelerate's prepared scheduler would step once per
     # process, so it stays ours and is only checkpointed.
@@ -120,10 +133,7 @@ def train(
         with accelerator.autocast():
             loss = module(**batch)
         accelerator.backward(loss)
-        if cfg.grad_clip:
-            accelerator.clip_grad_norm_(
-                params if world == 1 else module.parameters(), cfg.grad_clip
-            )
+        accelerator.clip_grad_norm_(params if world == 1 else module.parameters(), GRAD_CLIP)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
@@ -142,7 +152,7 @@ def train(
             log.write(json.dumps(entry) + "\n")
             log.flush()
         if counter.step % cfg.checkpoint_every == 0 or counter.step == last or out_of_time:
-            _save_checkpoint(accelerator, ckpt_root, counter.step, cfg.keep_checkpoints)
+            _save_checkpoint(accelerator, ckpt_root, counter.step, KEEP_CHECKPOINTS)
         if out_of_time:
             accelerator.print(f"stopping at step {counter.step}: max_minutes={cfg.max_minutes}")
             break

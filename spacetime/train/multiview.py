@@ -22,8 +22,14 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from spacetime.formats.weights import atomic_write
-from spacetime.train.config import TrainConfig
-from spacetime.train.loop import rank_slice
+from spacetime.train.common import (
+    DenoisingLoss,
+    drop_captions,
+    on_device_of,
+    rank_slice,
+    step_generator,
+)
+from spacetime.train.config import MultiViewTraining
 from spacetime.world.primitives import Camera, Primitive, render_primitive, sample_primitive
 from spacetime.world.raster import RESOLUTION
 from spacetime.world.scenes import Split
@@ -50,7 +56,7 @@ class ViewGrid:
     supersample: int = 2  # render_primitive's antialiasing, as every world image
 
     @classmethod
-    def from_config(cls, cfg: TrainConfig) -> ViewGrid:
+    def from_config(cls, cfg: MultiViewTraining) -> ViewGrid:
         count = int(cfg.max_elevation // cfg.elevation_step) + 1
         return cls(cfg.azimuth_step, tuple(k * cfg.elevation_step for k in range(count)))
 
@@ -149,7 +155,7 @@ def render_view_sets(sets: list[ViewSet], cache: ViewCache) -> tuple[Tensor, Ten
 class MultiViewTask:
     """The default image model (`base:`) inflated per WORLD_MULTIVIEW and trained on view sets."""
 
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: MultiViewTraining):
         from spacetime.formats.load import load_components
 
         self.cfg = cfg
@@ -164,9 +170,6 @@ class MultiViewTask:
         from spacetime.models.inflate import inflate
         from spacetime.models.presets import WORLD_MULTIVIEW
 
-        # Imported here: tasks.py imports this module to register the task.
-        from spacetime.train.tasks import DenoisingLoss
-
         # Everything trains: the spatial layers must learn shaded solids (the base drew flat 2D
         # shapes), the new layers cameras and cross-view agreement, the text encoder solid names.
         unet = inflate(self.base.unet, WORLD_MULTIVIEW).requires_grad_(True)
@@ -175,16 +178,12 @@ class MultiViewTask:
 
     @torch.no_grad()
     def batch(self, step: int, rank: int, world_size: int) -> dict[str, Tensor]:
-        from spacetime.train.tasks import _generator, on_device_of
-
         rng = np.random.default_rng([self.cfg.seed, step])
         sets = sample_view_sets(rng, self.cfg.batch_size, self.cache.grid, self.cfg.views)
         x, cameras = render_view_sets(sets, self.cache)
-        g = _generator(self.cfg, step)
+        g = step_generator(self.cfg.seed, step)
         captions = [s.primitive.caption() for s in sets]
-        drop = torch.rand(len(captions), generator=g) < self.cfg.caption_dropout
-        captions = ["" if d else c for c, d in zip(captions, drop.tolist(), strict=True)]
-        ids = self.base.text_encoder.tokenize(captions)
+        ids = self.base.text_encoder.tokenize(drop_captions(captions, self.cfg.caption_dropout, g))
         # (b, 4, v, h/8, w/8), view by view
         x0 = self.base.vae.encode(on_device_of(self.base.vae, x), generator=g)
         # One noise level per set, shared by its views (MVDream): they are denoised together.
