@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
 from einops import rearrange
 from torch import Tensor
 
 from spacetime.errors import SpacetimeError
+from spacetime.windows import Span, normalise, pyramid, spread
 
 DEFAULT_FRAMES = 16  # AnimateDiff's training clip length
 Net = Callable[[Tensor, Tensor, Tensor], Tensor]  # (x_t (b, c, t, h, w), timestep, context) -> same
@@ -39,42 +39,36 @@ class ContextWindows:
                 f"got {self.overlap}"
             )
 
+    def spans(self, total: int) -> list[Span]:
+        """[lo, hi) of each window over a clip of `total` frames (spacetime.windows.spread)."""
+        return spread(total, self.frames, self.overlap)
+
     def starts(self, total: int) -> list[int]:
-        """First frame of each window: evenly spaced from 0 to `total - frames`, as few windows as
-        keep every overlap >= `overlap` (even spacing spreads any slack over all the overlaps
-        instead of piling it into the last one)."""
-        if total <= self.frames:
-            return [0]
-        span, stride = total - self.frames, self.frames - self.overlap
-        gaps = -(-span // stride)  # ceil: every gap <= stride, so overlaps >= `overlap`
-        return [i * span // gaps for i in range(gaps + 1)]
+        """First frame of each window."""
+        return [lo for lo, _ in self.spans(total)]
 
     def weights(self) -> Tensor:
-        """FreeNoise's pyramid weights (1, 2, …, 2, 1): where windows overlap, normalising by the
-        summed weights turns them into a linear cross-fade; elsewhere the one window counts fully."""
-        i = torch.arange(self.frames)
-        return torch.minimum(i + 1, self.frames - i).float()
+        """FreeNoise's pyramid weights: where windows overlap, normalising by the summed weights
+        turns them into a linear crossfade; elsewhere the one window counts fully."""
+        return pyramid(self.frames)
 
 
 def windowed(net: Net, windows: ContextWindows) -> Net:
     """`net` over overlapping frame windows, blended: sum_w weight_w·net(x_w) / sum_w weight_w.
     Clips of at most `windows.frames` frames take the plain call, so short clips are unchanged."""
-    weight = windows.weights()
 
     def run(x_t: Tensor, timestep: Tensor, context: Tensor) -> Tensor:
         total = x_t.shape[2]
         if total <= windows.frames:
             return net(x_t, timestep, context)
-        out = norm = None
-        for s in windows.starts(total):
-            frames = slice(s, s + windows.frames)
-            pred = net(x_t[:, :, frames], timestep, context)  # (b, c, window, h, w)
-            w = weight.to(pred.device, pred.dtype)
+        spans = windows.spans(total)
+        weights = normalise(spans, [windows.weights()] * len(spans))
+        out = None
+        for (lo, hi), w in zip(spans, weights, strict=True):
+            pred = net(x_t[:, :, lo:hi], timestep, context)  # (b, c, window, h, w)
             if out is None:
                 out = pred.new_zeros((*pred.shape[:2], total, *pred.shape[3:]))
-                norm = pred.new_zeros(total)
-            out[:, :, frames] += pred * rearrange(w, "t -> t 1 1")
-            norm[frames] += w
-        return out / rearrange(norm, "t -> t 1 1")
+            out[:, :, lo:hi] += pred * rearrange(w.to(pred), "t -> t 1 1")
+        return out
 
     return run

@@ -10,12 +10,17 @@ takes the high ones from fresh noise, then samples again. Same filters and defau
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from spacetime.errors import SpacetimeError
+from spacetime.sampling import add_noise
+
+# One sampling run: unit-variance initial noise and a step count → clean latents (network space).
+SamplePass = Callable[[Tensor, int], Tensor]
 
 METHODS = ("butterworth", "gaussian", "ideal")
 
@@ -49,6 +54,33 @@ class FreeInit:
         if not self.fast:
             return steps
         return max(1, int(steps / self.iterations * (iteration + 1)))
+
+    def total_steps(self, steps: int) -> int:
+        """Sampler steps over all passes."""
+        return sum(self.steps(steps, i) for i in range(self.iterations))
+
+    def wrap(
+        self, sample_pass: SamplePass, abar_last: Tensor, generator: torch.Generator
+    ) -> SamplePass:
+        """`sample_pass` run `iterations` times, as a sampler runs a denoiser: each pass after the
+        first starts from the last clip diffused to t = T with the first noise, its low
+        frequencies kept and its high ones drawn fresh from `generator` (CPU, after the first
+        noise, as diffusers draws them). Restarts mix unit-variance noise and the pass scales it
+        as it scales the first; diffusers mixes the first noise already scaled by
+        init_noise_sigma with unscaled fresh noise, the same for ddim/ddpm/dpm++ (sigma 1) but not
+        for euler/euler-a."""
+
+        def run(noise: Tensor, steps: int) -> Tensor:
+            latents = sample_pass(noise, self.steps(steps, 0))
+            low_pass = self.low_pass(*noise.shape[-3:]).to(noise.device)
+            for i in range(1, self.iterations):
+                diffused = add_noise(latents, noise, abar_last)
+                fresh = torch.randn(noise.shape, generator=generator).to(noise.device)
+                restart = mix_frequencies(diffused, fresh, low_pass)
+                latents = sample_pass(restart, self.steps(steps, i))
+            return latents
+
+        return run
 
     def low_pass(self, frames: int, height: int, width: int) -> Tensor:
         """(t, h, w) float32 gain for fftshift-ed frequencies, 1 at the centre (zero frequency)."""

@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         warn_unknown_words(
             SimpleNamespace(components=components), args.prompt, args.negative_prompt
         )
-        if not args.single_view and getattr(components.unet, "camera_embed", None) is None:
+        if not args.single_view and not components.unet.takes_cameras:
             print(
                 "warning: this model has no camera conditioning; its four views are denoised "
                 "independently (use a multi-view model, or --single-view for view prompts)",

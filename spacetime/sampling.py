@@ -303,19 +303,31 @@ def to_network_space(x: Tensor, sigma: Tensor | float) -> Tensor:
     return x / (sigma**2 + 1) ** 0.5
 
 
+def to_epsilon(prediction: Tensor, x_t: Tensor, abar: Tensor, prediction_type: str) -> Tensor:
+    """The noise ε that a network's output implies at x_t = √ᾱ x0 + √(1−ᾱ) ε, whatever the network
+    predicts: ε itself, v = √ᾱ ε − √(1−ᾱ) x0 (Salimans & Ho 2022), or x0."""
+    if prediction_type == "epsilon":
+        return prediction
+    if prediction_type == "v_prediction":
+        return abar.sqrt() * prediction + (1 - abar).sqrt() * x_t
+    if prediction_type == "sample":
+        return (x_t - abar.sqrt() * prediction) / (1 - abar).sqrt()
+    raise ValueError(f"unknown prediction type {prediction_type!r}")
+
+
 def model_denoiser(
     model_fn: Callable[[Tensor, Tensor], Tensor], schedule: NoiseSchedule
 ) -> Denoiser:
-    """Wrap a network predicting eps, v or x0 from x_t as a sigma-space denoiser (Karras 2022)."""
+    """Wrap a network predicting eps, v or x0 from x_t as a sigma-space denoiser (Karras 2022):
+    x0 = x − σ ε, with ᾱ = 1 / (1 + σ²)."""
     prediction_type = schedule.prediction_type
 
     def denoiser(x: Tensor, sigma: Tensor, timestep: Tensor) -> Tensor:
-        out = model_fn(to_network_space(x, sigma), timestep)
-        if prediction_type == "epsilon":
-            return x - sigma * out
-        if prediction_type == "v_prediction":  # x0 = sqrt(abar) x_t - sqrt(1 - abar) v
-            return out * (-sigma / (sigma**2 + 1) ** 0.5) + x / (sigma**2 + 1)
-        return out
+        x_t = to_network_space(x, sigma)
+        out = model_fn(x_t, timestep)
+        if prediction_type == "sample":
+            return out
+        return x - sigma * to_epsilon(out, x_t, 1 / (sigma**2 + 1), prediction_type)
 
     return denoiser
 
@@ -343,20 +355,6 @@ def classifier_free_guidance(
 
 
 # --- samplers ----------------------------------------------------------------------------------
-
-
-def clip_noise(
-    shape: tuple[int, ...], shared: float = 0.0, generator: torch.Generator | None = None
-) -> Tensor:
-    """N(0, 1) per element whose share `shared` of variance is common to every frame of a clip
-    `(b, c, t, h, w)`: PYoCo's mixed noise (Ge et al. 2023), so frames start from related noise."""
-    if not 0 <= shared < 1:
-        raise ValueError(f"shared noise must be in [0, 1), got {shared}")
-    own = torch.randn(shape, generator=generator, dtype=torch.float32)
-    if shared == 0 or len(shape) != 5:
-        return own  # images and independent frames draw exactly what they always did
-    common = torch.randn((shape[0], shape[1], 1, *shape[3:]), generator=generator, dtype=own.dtype)
-    return (1 - shared) ** 0.5 * own + shared**0.5 * common
 
 
 def _noise(x: Tensor, generator: torch.Generator | None) -> Tensor:

@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         pipe = VideoPipeline.from_pretrained(
             args.model, pick_device(args.device), args.precision, args.motion, vae
         )
-        if args.frames > 1 and getattr(pipe.components.unet, "inflation", None) is None:
+        if args.frames > 1 and pipe.components.unet.inflation is None:
             raise SpacetimeError(
                 "this model has no temporal layers: give --motion (a diffusers MotionAdapter "
                 "folder or an AnimateDiff file), or --frames 1 for an image"

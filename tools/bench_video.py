@@ -137,7 +137,8 @@ def bench_time(
     """Median seconds per clip after load (one warm-up call), for precision auto and fp32, one
     plain sampling pass and the shipped world model's FreeInit passes (its CLI default)."""
     from spacetime.formats.load import default_model
-    from spacetime.pipelines.video import WORLD_FREE_INIT, VideoPipeline
+    from spacetime.formats.motion import motion_free_init
+    from spacetime.pipelines.video import VideoPipeline
 
     rows = {}
     for precision in ("auto", "fp32"):
@@ -146,7 +147,7 @@ def bench_time(
             default_model("image"), precision=precision, motion=motion
         )
         load = time.perf_counter() - start
-        for free_init in (None, WORLD_FREE_INIT):
+        for free_init in (None, motion_free_init(default_model("motion"))):
             passes = "1 pass" if free_init is None else f"FreeInit {free_init.iterations} passes"
             call = functools.partial(
                 pipe, PROMPT, frames=frames, steps=steps, scheduler="dpm++", height=size,
@@ -177,7 +178,7 @@ def bench_unet(name: str, frames: int, warmup: int, repeats: int, max_share: flo
     from spacetime.formats.diffusers import build_unet
     from spacetime.formats.load import default_model
     from spacetime.formats.weights import load_into
-    from spacetime.models.inflate import InflationSpec, inflate
+    from spacetime.models.inflate import AnimateDiff, inflate
     from spacetime.models.unet import UNetConfig
 
     spec = UNETS[name]
@@ -187,14 +188,14 @@ def bench_unet(name: str, frames: int, warmup: int, repeats: int, max_share: flo
     else:
         ref2d = UNet2DConditionModel.from_pretrained(str(default_model("image") / "unet")).eval()
     cfg = UNetConfig.from_diffusers(dict(ref2d.config))
-    heads = InflationSpec().heads
+    heads = AnimateDiff().heads
     adapter = MotionAdapter(  # diffusers' init leaves proj_out random: the modules mix frames
         block_out_channels=cfg.block_out_channels, motion_layers_per_block=cfg.layers_per_block,
         motion_num_attention_heads=heads, motion_norm_num_groups=cfg.norm_num_groups,
         motion_max_seq_length=32, use_motion_mid_block=True,
     )  # fmt: skip
     ref = UNetMotionModel.from_unet2d(ref2d, motion_adapter=adapter).eval()
-    ours = inflate(build_unet(cfg, ref2d.state_dict()), InflationSpec(heads=heads))
+    ours = inflate(build_unet(cfg, ref2d.state_dict()), AnimateDiff(heads=heads))
     load_into(ours, {k: v for k, v in ref.state_dict().items() if not k.endswith(".pe")}, "unet")
     ours.eval()
     params = sum(p.numel() for p in ours.parameters())
@@ -332,7 +333,7 @@ def fresh_motion(folder: Path) -> Path:
     memory depend on the architecture, not on the weights."""
     from spacetime.formats.motion import save_motion_adapter
     from spacetime.train.config import load_config
-    from spacetime.train.tasks import MotionTask
+    from spacetime.train.motion import MotionTask
 
     task = MotionTask(load_config(ROOT / "configs" / "world_motion.yaml"))
     return save_motion_adapter(task.build().unet, folder)

@@ -44,7 +44,7 @@ def main() -> None:
 
     from spacetime.eval.text_to_image import evaluate, grid
     from spacetime.pipelines.image import load_pipeline
-    from spacetime.train.tasks import heldout_psnr
+    from spacetime.train.vae import heldout_psnr
 
     staging = stage(args.t2i_run / "model", DEST)
     pipe = load_pipeline(staging, precision="fp32")  # exactly what ships (fp16-rounded)

@@ -27,7 +27,6 @@ def main() -> None:
     from spacetime.eval.video_vae import evaluate_decoder, heldout_clips
     from spacetime.formats.load import default_model, load_components
     from spacetime.formats.video_vae import load_video_vae
-    from spacetime.pipelines.diffusion import TEMPORAL_DECODE
 
     staging = stage(args.run / "model" / "vae", DEST)
     image_vae = load_components(default_model("image")).vae.float().eval()
@@ -37,7 +36,9 @@ def main() -> None:
     rows = {
         "frame_by_frame": evaluate_decoder(image_vae.decode, encode, clips),
         "temporal_decoder": evaluate_decoder(
-            lambda z: video_vae.decode(z, **TEMPORAL_DECODE), encode, clips
+            lambda z: video_vae.decode(z, **video_vae.config.decode_windows(args.frames)),
+            encode,
+            clips,
         ),
         "temporal_decoder_whole_clip": evaluate_decoder(video_vae.decode, encode, clips),
     }
@@ -48,7 +49,7 @@ def main() -> None:
     facts = run_facts(args.run, staging, args.machine)
     card = {
         "heldout": rows,
-        "window": TEMPORAL_DECODE,
+        "window": video_vae.config.decode_windows(args.frames),
         "stopped": stopped(args.run, facts["config"]),
         **facts,
     }

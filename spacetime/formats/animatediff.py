@@ -14,7 +14,7 @@ import re
 from torch import Tensor
 
 from spacetime.errors import CheckpointError
-from spacetime.models.inflate import InflationSpec
+from spacetime.models.inflate import AnimateDiff
 
 # (original, diffusers) fragments, applied in order after `temporal_transformer.` is removed.
 _RENAMES = (
@@ -31,8 +31,8 @@ def is_original_motion_module(sd: dict[str, Tensor]) -> bool:
     return any(_NEST in k for k in sd)
 
 
-def original_to_diffusers(sd: dict[str, Tensor]) -> tuple[dict[str, Tensor], InflationSpec]:
-    """Rename an original motion-module state dict to diffusers keys; infer its InflationSpec."""
+def original_to_diffusers(sd: dict[str, Tensor]) -> tuple[dict[str, Tensor], AnimateDiff]:
+    """Rename an original motion-module state dict to diffusers keys; infer its spec."""
     out: dict[str, Tensor] = {}
     positions = None
     for key, value in sd.items():
@@ -50,13 +50,13 @@ def original_to_diffusers(sd: dict[str, Tensor]) -> tuple[dict[str, Tensor], Inf
     mid = any(k.startswith("mid_block.") for k in out)
     layers = {int(m.group(1)) for k in out if (m := re.search(r"\.transformer_blocks\.(\d+)\.", k))}
     # AnimateDiff's modules all use 8 heads (its config: num_attention_heads=8).
-    spec = InflationSpec(heads=8, layers=len(layers), max_frames=positions, mid_block_motion=mid)
+    spec = AnimateDiff(heads=8, layers=len(layers), max_frames=positions, mid_block=mid)
     return out, spec
 
 
-def version(spec: InflationSpec) -> str:
+def version(spec: AnimateDiff) -> str:
     """'v1' (24 positions, no mid block) or 'v2' (32 positions and a mid-block module)."""
-    return "v1" if spec.max_frames == 24 and not spec.mid_block_motion else "v2"
+    return "v1" if spec == AnimateDiff.v1() else "v2"
 
 
 def _to_original(key: str) -> str:
@@ -68,7 +68,7 @@ def _to_original(key: str) -> str:
     return new
 
 
-def diffusers_to_original(sd: dict[str, Tensor], spec: InflationSpec) -> dict[str, Tensor]:
+def diffusers_to_original(sd: dict[str, Tensor], spec: AnimateDiff) -> dict[str, Tensor]:
     """The inverse, with the stored position codes the original files carry."""
     from spacetime.models.layers import SinusoidalPositions
 

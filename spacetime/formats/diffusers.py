@@ -24,7 +24,7 @@ from spacetime.formats.weights import (
     read_json,
 )
 from spacetime.models.clip import CLIPTextConfig, CLIPTextModel
-from spacetime.models.inflate import InflationSpec, inflate
+from spacetime.models.inflate import InflationSpec, inflate, spec_from_dict, spec_to_dict
 from spacetime.models.text import TextEncoder
 from spacetime.models.unet import UNet2DCondition, UNetConfig
 from spacetime.models.vae import AutoencoderKL, VAEConfig
@@ -72,7 +72,7 @@ def unet_config(unet: UNet2DCondition) -> dict:
     config = unet.config.to_diffusers()
     spec: InflationSpec | None = getattr(unet, "inflation", None)
     if spec is not None:
-        config[INFLATION_KEY] = spec.to_dict()
+        config[INFLATION_KEY] = spec_to_dict(spec)
     return config
 
 
@@ -90,7 +90,7 @@ def load_unet(folder: Path) -> UNet2DCondition:
             if inflation is not None and not isinstance(inflation, dict):
                 raise ValueError(f"{INFLATION_KEY} must be a mapping, got {inflation!r}")
             cfg = UNetConfig.from_diffusers(config)
-            spec = None if inflation is None else InflationSpec.from_dict(inflation)
+            spec = None if inflation is None else spec_from_dict(inflation)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{folder / 'config.json'}: {e}") from None
     sd = read_component(folder, "diffusion_pytorch_model")

@@ -2,7 +2,7 @@
 
 A `UNet3DConditionModel` is an SD U-Net inflated with temporal convs, temporal attentions and a
 `transformer_in`, under the same parameter names our inflated `UNet2DCondition` uses. So loading is
-"config.json → (UNetConfig, InflationSpec) → build on the meta device → assign the tensors", and an
+"config.json → (UNetConfig, ModelScope spec) → build on the meta device → assign the tensors", and an
 inflated U-Net of this layout saves back to a config diffusers reads.
 """
 
@@ -12,7 +12,7 @@ from torch import Tensor
 
 from spacetime.errors import CheckpointError
 from spacetime.formats.weights import build_empty, load_into
-from spacetime.models.inflate import InflationSpec, inflate
+from spacetime.models.inflate import ModelScope, inflate
 from spacetime.models.unet import UNet2DCondition, UNetConfig
 
 CLASS_NAME = "UNet3DConditionModel"
@@ -41,7 +41,7 @@ def is_unet3d(config: dict) -> bool:
     return config.get("_class_name") == CLASS_NAME
 
 
-def configs_from_unet3d(config: dict) -> tuple[UNetConfig, InflationSpec]:
+def configs_from_unet3d(config: dict) -> tuple[UNetConfig, ModelScope]:
     """The U-Net sizes and inflation of a `UNet3DConditionModel` config.json; a ValueError names
     any key whose value we don't model."""
     cfg = {k: v for k, v in config.items() if not k.startswith("_")}
@@ -107,23 +107,22 @@ def configs_from_unet3d(config: dict) -> tuple[UNetConfig, InflationSpec]:
         upcast_attention=False,
         sample_size=cfg.get("sample_size") or UNetConfig.sample_size,
     )
-    return unet, InflationSpec.modelscope(head_dim)
+    return unet, ModelScope(head_dim=head_dim)
 
 
-def build_unet3d(cfg: UNetConfig, spec: InflationSpec, sd: dict[str, Tensor]) -> UNet2DCondition:
+def build_unet3d(cfg: UNetConfig, spec: ModelScope, sd: dict[str, Tensor]) -> UNet2DCondition:
     """Our U-Net inflated to `spec`, built on the meta device and filled strictly from `sd`."""
     return load_into(build_empty(lambda: inflate(UNet2DCondition(cfg), spec)), sd, "unet")
 
 
 def is_modelscope(unet: UNet2DCondition) -> bool:
     """Whether `unet` was inflated with ModelScope's temporal attention (so saves as a 3D U-Net)."""
-    spec = getattr(unet, "inflation", None)
-    return spec is not None and (spec.temporal_attentions or spec.transformer_in)
+    return isinstance(unet.inflation, ModelScope)
 
 
 def unet3d_config(unet: UNet2DCondition) -> dict:
     """A config.json that diffusers' `UNet3DConditionModel` loads our weights into."""
-    spec: InflationSpec = unet.inflation
+    spec: ModelScope = unet.inflation
     cfg = unet.config
     levels = range(len(cfg.block_out_channels))
     sized = all(
@@ -132,8 +131,8 @@ def unet3d_config(unet: UNet2DCondition) -> dict:
         if cfg.attention[i] or i == levels[-1]
     )
     requirements = {
-        "the ModelScope inflation (InflationSpec.modelscope)": spec
-        == InflationSpec.modelscope(spec.head_dim),
+        "ModelScope's layers (8 heads in transformer_in, one layer each)": spec
+        == ModelScope(head_dim=spec.head_dim),
         "heads = channels // head_dim": sized,
         "use_linear_projection": cfg.use_linear_projection,
         "transformer_depth = 1": cfg.transformer_depth == 1,

@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
-from spacetime.errors import CheckpointError
+from spacetime.errors import CheckpointError, SpacetimeError
 from spacetime.formats.weights import load_into, read_component, read_json, read_weights
-from spacetime.models.inflate import InflationSpec, inflate
+from spacetime.free_init import FreeInit
+from spacetime.models.inflate import AnimateDiff, inflate
 from spacetime.models.text import TextEncoder
 from spacetime.models.unet import UNet2DCondition
 
-# spacetime's text-reading motion modules (InflationSpec.motion_text) record themselves under this
-# key; diffusers' MotionAdapter has no such option and cannot load such an adapter.
+# spacetime's text-reading motion modules (AnimateDiff.reads_text) and those that know each pixel's
+# place (AnimateDiff.pixel_positions) record themselves under these keys; diffusers' MotionAdapter
+# has no such options and cannot load such an adapter.
 TEXT_KEY = "spacetime_motion_reads_text"
-# spacetime's joint space-time attention beside each spatial attention (InflationSpec.view_frames):
-# the frame positions it knows; its weights ride in the adapter under `view_attentions`.
-SPACE_TIME_KEY = "spacetime_space_time_attention_frames"
-# spacetime's motion modules that know each pixel's place (InflationSpec.motion_pixel_positions)
 PIXEL_KEY = "spacetime_motion_pixel_positions"
-# spacetime's motion modules trained on PYoCo mixed noise (InflationSpec.shared_noise): its share
-SHARED_NOISE_KEY = "spacetime_shared_noise"
-ADAPTER_KEYS = (".motion_modules.", ".view_attentions.")
+# How the package's clips are best sampled, when that is FreeInit (spacetime.free_init.FreeInit
+# fields): the world motion module records its model card's default here.
+FREE_INIT_KEY = "spacetime_free_init"
+ADAPTER_KEY = ".motion_modules."
 
 
 def _single(cfg: dict, key: str, default):
@@ -33,24 +33,19 @@ def _single(cfg: dict, key: str, default):
     return value
 
 
-def spec_from_adapter_config(cfg: dict) -> InflationSpec:
-    """An InflationSpec from a MotionAdapter config.json."""
+def spec_from_adapter_config(cfg: dict) -> AnimateDiff:
+    """The motion modules' spec from a MotionAdapter config.json."""
     if cfg.get("conv_in_channels") is not None:
         raise CheckpointError(
             "motion adapters with their own conv_in (SparseCtrl-style) are not supported"
         )
-    return InflationSpec(
-        motion_modules=True,
-        mid_block_motion=bool(cfg.get("use_motion_mid_block", True)),
+    return AnimateDiff(
         heads=_single(cfg, "motion_num_attention_heads", 8),
         layers=_single(cfg, "motion_transformer_layers_per_block", 1),
         max_frames=cfg.get("motion_max_seq_length", 32),
-        motion_text=bool(cfg.get(TEXT_KEY, False)),
-        motion_pixel_positions=bool(cfg.get(PIXEL_KEY, False)),
-        view_attention=bool(cfg.get(SPACE_TIME_KEY, 0)),
-        view_heads=_single(cfg, "motion_num_attention_heads", 8),
-        view_frames=int(cfg.get(SPACE_TIME_KEY, 0)),
-        shared_noise=float(cfg.get(SHARED_NOISE_KEY, 0.0)),
+        mid_block=bool(cfg.get("use_motion_mid_block", True)),
+        reads_text=bool(cfg.get(TEXT_KEY, False)),
+        pixel_positions=bool(cfg.get(PIXEL_KEY, False)),
     )
 
 
@@ -83,6 +78,20 @@ def load_motion_adapter(unet: UNet2DCondition, path: str | os.PathLike) -> UNet2
     )
 
 
+def motion_free_init(path: str | os.PathLike) -> FreeInit | None:
+    """The FreeInit a MotionAdapter folder asks its clips to be sampled with, if any."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return None  # an original AnimateDiff file carries no sampling defaults
+    settings = read_json(config).get(FREE_INIT_KEY)
+    if settings is None:
+        return None
+    try:
+        return FreeInit(**settings)
+    except (TypeError, SpacetimeError) as e:
+        raise CheckpointError(f"{config}: {FREE_INIT_KEY}={settings!r}: {e}") from None
+
+
 def load_motion_text_encoder(path: str | os.PathLike, tokenizer) -> TextEncoder | None:
     """The text encoder a motion package was trained with (its `text_encoder/`), if it has one.
 
@@ -98,12 +107,15 @@ def load_motion_text_encoder(path: str | os.PathLike, tokenizer) -> TextEncoder 
     )
 
 
-def save_motion_adapter(unet: UNet2DCondition, path: str | os.PathLike) -> Path:
-    """Write the motion modules of an inflated U-Net as a MotionAdapter folder diffusers loads."""
+def save_motion_adapter(
+    unet: UNet2DCondition, path: str | os.PathLike, free_init: FreeInit | None = None
+) -> Path:
+    """Write the motion modules of an inflated U-Net as a MotionAdapter folder diffusers loads,
+    with the FreeInit its clips should be sampled with, if any."""
     from spacetime.formats.diffusers import save_component
 
-    spec: InflationSpec | None = getattr(unet, "inflation", None)
-    if spec is None or not spec.motion_modules:
+    spec = unet.inflation
+    if not isinstance(spec, AnimateDiff):
         raise CheckpointError("this U-Net has no motion modules to save")
     cfg = unet.config
     config = {
@@ -117,26 +129,19 @@ def save_motion_adapter(unet: UNet2DCondition, path: str | os.PathLike) -> Path:
         "motion_num_attention_heads": spec.heads,
         "motion_norm_num_groups": cfg.norm_num_groups,
         "motion_max_seq_length": spec.max_frames,
-        "use_motion_mid_block": spec.mid_block_motion,
+        "use_motion_mid_block": spec.mid_block,
         "conv_in_channels": None,
     }
-    if spec.motion_text:
+    if spec.reads_text:
         config[TEXT_KEY] = True
-    if spec.motion_pixel_positions:
+    if spec.pixel_positions:
         config[PIXEL_KEY] = True
-    if spec.shared_noise:
-        config[SHARED_NOISE_KEY] = spec.shared_noise
-    if spec.view_attention:
-        if not spec.view_frames or spec.cameras or spec.view_heads != spec.heads:
-            raise CheckpointError(
-                "a motion adapter carries cross-view attention only as space-time attention "
-                "(view_frames > 0, no cameras, view_heads == heads)"
-            )
-        config[SPACE_TIME_KEY] = spec.view_frames
+    if free_init is not None:
+        config[FREE_INIT_KEY] = dataclasses.asdict(free_init)
     weights = {k: v for k, v in unet.state_dict().items() if _in_adapter(k)}
     save_component(Path(path), config, weights, "diffusion_pytorch_model")
     return Path(path)
 
 
 def _in_adapter(name: str) -> bool:
-    return any(key in name for key in ADAPTER_KEYS)
+    return ADAPTER_KEY in name

@@ -28,6 +28,18 @@ def timestep_embedding(
     return emb
 
 
+class Layout2d(nn.Module):
+    """A network mixing 2D and 3D convolutions whose `.to(memory_format=...)` lays out its 4-D
+    tensors only: torch applies a format to every 4- and 5-D tensor and refuses channels_last for
+    the 5-D weights of temporal Conv3d's, while a 2D layout concerns the 2D convs alone."""
+
+    def to(self, *args, memory_format: torch.memory_format | None = None, **kwargs):
+        super().to(*args, **kwargs)
+        if memory_format is not None:
+            self._apply(lambda t: t.contiguous(memory_format=memory_format) if t.dim() == 4 else t)
+        return self
+
+
 class TimestepEmbedding(nn.Module):
     """Two-layer MLP on the sinusoidal embedding."""
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from spacetime.models.inflate import InflationSpec
+from spacetime.models.inflate import MVDream
 from spacetime.models.unet import UNetConfig
 from spacetime.models.vae import VAEConfig
 
@@ -27,7 +27,7 @@ WORLD_UNET = UNetConfig(
 # The world multi-view model (MVDream) on top of WORLD_UNET: narrow cross-view attention (2 heads of
 # 8, ~0.1 M parameters over its 11 spatial attentions) and a 64-wide camera MLP keep the shipped
 # fp16 folder under 15 MB; a set of 4 views of one solid needs little cross-view bandwidth.
-WORLD_MULTIVIEW = InflationSpec.mvdream(view_heads=2, view_head_dim=8, camera_hidden=64)
+WORLD_MULTIVIEW = MVDream(heads=2, head_dim=8, camera_hidden=64)
 # transformers CLIPTextConfig fields; vocab and special-token ids come from the tokenizer.
 WORLD_TEXT = dict(
     hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,

@@ -15,7 +15,7 @@ import torch
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
-from spacetime.models.layers import SinusoidalPositions, TransformerBlock
+from spacetime.models.layers import TransformerBlock
 
 
 class TemporalTransformer(nn.Module):
@@ -117,32 +117,16 @@ class CrossViewTransformer(TemporalTransformer):
     so the inflated U-Net starts as the 2D U-Net applied view by view and keeps every 2D key. No
     view positions: the camera embedding tells views apart. The GroupNorm is per view, as the
     spatial transformer's, so a view's features are normalised by its own statistics.
-
-    With `frames` > 0 each view gets a sinusoidal frame position, and the layer is a joint
-    space-time attention for video (spacetime's motion variant): a pixel of frame t can read any
-    pixel of any frame, which a per-pixel temporal attention cannot, so it can move content.
     """
 
-    def __init__(
-        self,
-        channels: int,
-        heads: int,
-        head_dim: int,
-        groups: int = 32,
-        layers: int = 1,
-        frames: int = 0,
-    ):
+    def __init__(self, channels: int, heads: int, head_dim: int, groups: int = 32, layers: int = 1):
         super().__init__(channels, heads, groups, layers, max_frames=None, head_dim=head_dim)
-        self.frame_positions = SinusoidalPositions(channels, frames) if frames else None
 
     def forward(self, x: Tensor, views: int) -> Tensor:
         # x ((b v), c, h, w) → tokens (b, (v h w), c) → back, plus the residual
         h, w = x.shape[2], x.shape[3]
-        tokens = self.norm(x)
-        if self.frame_positions is not None:  # positions along v, the same at every pixel
-            pixels = self.frame_positions(rearrange(tokens, "(b v) c h w -> (b h w) v c", v=views))
-            tokens = rearrange(pixels, "(b h w) v c -> (b v) c h w", h=h, w=w)
-        out = self.attend(rearrange(tokens, "(b v) c h w -> b (v h w) c", v=views))
+        tokens = rearrange(self.norm(x), "(b v) c h w -> b (v h w) c", v=views)
+        out = self.attend(tokens)
         return x + rearrange(out, "b (v h w) c -> (b v) c h w", v=views, h=h, w=w)
 
 

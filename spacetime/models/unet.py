@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from spacetime.models.layers import (
     Downsample,
+    Layout2d,
     ResnetBlock,
     SpatialTransformer,
     TimestepEmbedding,
@@ -262,7 +263,7 @@ class UNetBlock(nn.Module):
         return h
 
 
-class UNet2DCondition(nn.Module):
+class UNet2DCondition(Layout2d):
     """Text-conditioned denoising U-Net (LDM); predicts ε, v or x0 as its scheduler says."""
 
     def __init__(self, cfg: UNetConfig):
@@ -277,6 +278,8 @@ class UNet2DCondition(nn.Module):
         self.time_embedding = TimestepEmbedding(ch[0], temb)
         # MVDream's camera MLP, added to the timestep embedding; set by `inflate` with cameras.
         self.camera_embed: nn.Module | None = None
+        # The family spec `inflate` added layers by (spacetime.models.inflate); None: an image U-Net.
+        self.inflation = None
         levels = len(ch)
         heads = [h if a else None for h, a in zip(cfg.heads, cfg.attention, strict=True)]
 
@@ -312,18 +315,16 @@ class UNet2DCondition(nn.Module):
         self.conv_act = nn.SiLU()
         self.conv_out = nn.Conv2d(ch[0], cfg.out_channels, 3, padding=1)
 
-    def to(self, *args, memory_format: torch.memory_format | None = None, **kwargs):
-        """`nn.Module.to`, with a memory format applied to the 2D convolutions only.
+    @property
+    def takes_cameras(self) -> bool:
+        """Whether each view's camera-to-world matrix conditions the U-Net (MVDream)."""
+        return self.inflation is not None and self.inflation.takes_cameras
 
-        torch applies a format to every 4- and 5-D tensor and refuses channels_last for the 5-D
-        Conv3d weights of temporal convs; a 2D layout concerns the 2D convs alone.
-        """
-        super().to(*args, **kwargs)
-        if memory_format is not None:
-            for module in self.modules():
-                if isinstance(module, nn.Conv2d):
-                    module.to(memory_format=memory_format)
-        return self
+    @property
+    def frame_positions(self) -> int | None:
+        """How many frame positions the temporal layers know (AnimateDiff's motion modules);
+        None: any number of frames (an image, ModelScope or multi-view U-Net)."""
+        return None if self.inflation is None else self.inflation.frame_positions
 
     def embed_time(self, timestep: Tensor, batch: int, dtype: torch.dtype) -> Tensor:
         """(b,) or scalar diffusion timestep → (b, 4·c0) embedding."""
@@ -340,7 +341,7 @@ class UNet2DCondition(nn.Module):
         if self.camera_embed is None:
             raise ValueError(
                 "this U-Net has no camera conditioning: got cameras, but it was not inflated with "
-                "InflationSpec(cameras=True)"
+                "an MVDream spec"
             )
         expected = (batch, frames, 4, 4)
         if cameras.shape not in (expected, (batch * frames, 4, 4)):

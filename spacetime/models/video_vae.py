@@ -13,7 +13,6 @@ crossfaded where they overlap (`VideoVAE.decode`).
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
@@ -23,7 +22,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from spacetime.errors import SpacetimeError
-from spacetime.models.layers import ResnetBlock, Upsample
+from spacetime.models.layers import Layout2d, ResnetBlock, Upsample
 from spacetime.models.vae import (
     AutoencoderKL,
     DiagonalGaussian,
@@ -31,6 +30,7 @@ from spacetime.models.vae import (
     SelfAttention2d,
     VAEConfig,
 )
+from spacetime.windows import Span, normalise, ramps, spread
 
 DIFFUSERS_CLASS = "AutoencoderKLTemporalDecoder"
 
@@ -40,8 +40,9 @@ class VideoVAEConfig:
     """Sizes of an SVD-style video VAE; downsampling factor is 2^(levels-1).
 
     diffusers' class fixes 32 norm groups, a mid block of `layers_per_block` resnets, no
-    post-quant conv and no shift; the last four fields lift those limits for video VAEs grown
-    from small image VAEs, and are written to config.json only when they differ.
+    post-quant conv and no shift; the next four fields lift those limits for video VAEs grown
+    from small image VAEs, and are written to config.json only when they differ. `decode_window`
+    is spacetime's too.
     """
 
     in_channels: int = 3
@@ -55,6 +56,21 @@ class VideoVAEConfig:
     norm_num_groups: int = 32
     mid_block_layers: int = 2
     shift_factor: float | None = None
+    # Frames the decoder was trained to decode together (its temporal GroupNorms pool them):
+    # longer clips decode in windows of this length that keep the middle half. None: whole clips,
+    # as diffusers decodes SVD's.
+    decode_window: int | None = None
+
+    def __post_init__(self):
+        if self.decode_window is not None and (self.decode_window < 4 or self.decode_window % 4):
+            raise ValueError(f"decode_window must be a multiple of 4, got {self.decode_window}")
+
+    def decode_windows(self, frames: int) -> dict:
+        """`VideoVAE.decode` window arguments for a clip of `frames` frames: windows of
+        `decode_window` frames keeping the middle half, crossfaded; none for shorter clips."""
+        if self.decode_window is None or frames <= self.decode_window:
+            return {}
+        return {"chunk_frames": self.decode_window // 2, "context_frames": self.decode_window // 4}
 
     @property
     def downscale(self) -> int:
@@ -116,6 +132,7 @@ class VideoVAEConfig:
             norm_num_groups=cfg.get("norm_num_groups", 32),
             mid_block_layers=cfg.get("mid_block_layers", layers),
             shift_factor=cfg.get("shift_factor"),
+            decode_window=cfg.get("decode_window"),
         )
 
     def to_diffusers(self) -> dict:
@@ -139,6 +156,7 @@ class VideoVAEConfig:
             "norm_num_groups": (self.norm_num_groups, 32),
             "mid_block_layers": (self.mid_block_layers, self.layers_per_block),
             "shift_factor": (self.shift_factor, None),
+            "decode_window": (self.decode_window, None),
         }
         cfg.update({k: v for k, (v, default) in extras.items() if v != default})
         return cfg
@@ -148,7 +166,9 @@ _DIFFUSERS_KEYS = {
     "in_channels", "out_channels", "down_block_types", "block_out_channels", "layers_per_block",
     "latent_channels", "sample_size", "scaling_factor", "force_upcast",
 }  # fmt: skip
-_EXTRA_KEYS = {"use_post_quant_conv", "norm_num_groups", "mid_block_layers", "shift_factor"}
+_EXTRA_KEYS = {
+    "use_post_quant_conv", "norm_num_groups", "mid_block_layers", "shift_factor", "decode_window",
+}  # fmt: skip
 
 
 class TemporalResBlock(nn.Module):
@@ -276,23 +296,9 @@ class TemporalDecoder(nn.Module):
         return self.time_conv_out(rearrange(x, "(b t) c h w -> b c t h w", t=frames))
 
 
-def blend_weights(spans: list[tuple[int, int]]) -> list[Tensor]:
-    """Per-position weights of overlapping 1-D windows `[lo, hi)`: 1 where one window covers,
-    complementary linear ramps where neighbours overlap, normalised so every position sums to 1."""
-    weights = []
-    for k, (lo, hi) in enumerate(spans):
-        w = torch.ones(hi - lo, dtype=torch.float64)
-        if k > 0 and (n := spans[k - 1][1] - lo) > 0:
-            w[:n] *= (torch.arange(n, dtype=torch.float64) + 0.5) / n
-        if k + 1 < len(spans) and (n := hi - spans[k + 1][0]) > 0:
-            w[-n:] *= 1 - (torch.arange(n, dtype=torch.float64) + 0.5) / n
-        weights.append(w)
-    # Ramps are complementary, so the sum is already 1 unless three windows overlap (short
-    # clips or small tiles); normalising covers that case too.
-    total = torch.zeros(max(hi for _, hi in spans), dtype=torch.float64)
-    for (lo, hi), w in zip(spans, weights, strict=True):
-        total[lo:hi] += w
-    return [(w / total[lo:hi]).float() for (lo, hi), w in zip(spans, weights, strict=True)]
+def crossfade(spans: list[Span]) -> list[Tensor]:
+    """Per-position weights of overlapping windows that sum to 1: linear ramps across overlaps."""
+    return normalise(spans, ramps(spans))
 
 
 def temporal_windows(
@@ -312,16 +318,7 @@ def temporal_windows(
     return windows
 
 
-def spatial_tiles(size: int, tile: int, overlap: int) -> list[tuple[int, int]]:
-    """Tiles `[lo, hi)` of `tile` covering `size`, spread evenly, overlapping by `overlap` or more
-    (one less after rounding)."""
-    if size <= tile:
-        return [(0, size)]
-    n = math.ceil((size - tile) / (tile - overlap)) + 1
-    return [(s, s + tile) for s in (round(k * (size - tile) / (n - 1)) for k in range(n))]
-
-
-class VideoVAE(nn.Module):
+class VideoVAE(Layout2d):
     """Clip ↔ scaled latent clip (SVD's temporal-decoder VAE, Blattmann et al. 2023); the same
     `encode`/`decode` contract and scaling as `AutoencoderKL`, so it drops into pipelines."""
 
@@ -378,15 +375,6 @@ class VideoVAE(nn.Module):
                     coder.mid_block.attentions[0].to_out[0].weight.zero_()
                     coder.mid_block.attentions[0].to_out[0].bias.zero_()
         return model.train(vae.training)
-
-    def to(self, *args, **kwargs) -> VideoVAE:
-        # Pipelines ask for channels_last, a 4-D layout; torch refuses it for the Conv3d's 5-D
-        # weights, so only the 4-D tensors take the requested layout.
-        layout = kwargs.pop("memory_format", None)
-        super().to(*args, **kwargs)
-        if layout is not None:
-            self._apply(lambda t: t.contiguous(memory_format=layout) if t.dim() == 4 else t)
-        return self
 
     def _check(self, x: Tensor, what: str, channels: int, multiple: int) -> None:
         """Raise naming the expected shape unless x is (b, c, t, h, w) or (b, c, h, w)."""
@@ -498,10 +486,10 @@ class VideoVAE(nn.Module):
 
         f = self.config.downscale
         windows = temporal_windows(t, chunk, context, overlap)
-        weights_t = blend_weights([kept for _, kept in windows])
-        rows, cols = spatial_tiles(h, tile, tile_overlap), spatial_tiles(w, tile, tile_overlap)
-        weights_y = blend_weights([(lo * f, hi * f) for lo, hi in rows])
-        weights_x = blend_weights([(lo * f, hi * f) for lo, hi in cols])
+        weights_t = crossfade([kept for _, kept in windows])
+        rows, cols = spread(h, tile, tile_overlap), spread(w, tile, tile_overlap)
+        weights_y = crossfade([(lo * f, hi * f) for lo, hi in rows])
+        weights_x = crossfade([(lo * f, hi * f) for lo, hi in cols])
         out = z.new_zeros(b, self.config.out_channels, t, h * f, w * f)
         for ((d0, d1), (k0, k1)), wt in zip(windows, weights_t, strict=True):
             for (y0, y1), wy in zip(rows, weights_y, strict=True):

@@ -19,15 +19,11 @@ from spacetime import sampling
 from spacetime.context import DEFAULT_FRAMES, ContextWindows, windowed
 from spacetime.errors import SpacetimeError
 from spacetime.formats.diffusers import Components
-from spacetime.free_init import FreeInit, mix_frequencies
+from spacetime.free_init import FreeInit
 from spacetime.models.vae import AutoencoderKL
 from spacetime.precision import DTYPES, autocast, resolve_precision
 
 DECODE_CHUNK = 8  # frames per VAE decode call: decode memory grows with this, not with the clip
-# A temporal decoder keeps 4 frames per window and sees 2 more each side (crossfaded): 8-frame
-# windows, the length it was trained at, since its temporal GroupNorms pool the window's frames.
-TEMPORAL_DECODE = {"chunk_frames": 4, "context_frames": 2}
-TEMPORAL_WINDOW = 8  # = chunk + 2 * context: clips up to this long decode whole
 
 
 def to_uint8(images: Tensor) -> np.ndarray:
@@ -43,11 +39,6 @@ def to_uint8(images: Tensor) -> np.ndarray:
         chunk = rearrange(chunk, "b c t h w -> b t h w c").cpu().numpy()
         pixels[:, s : s + DECODE_CHUNK] = (chunk * 255).round()
     return pixels
-
-
-def temporal_decode_windows(frames: int) -> dict:
-    """`decode` arguments of a temporal-decoder VAE for a clip of this many frames."""
-    return TEMPORAL_DECODE if frames > TEMPORAL_WINDOW else {}
 
 
 def _layout(x: Tensor) -> torch.memory_format:
@@ -115,12 +106,6 @@ class GenerationRequest:
         overlap = frames // 4 if self.context_overlap is None else self.context_overlap
         return ContextWindows(frames, overlap)
 
-    def passes(self) -> list[int]:
-        """Sampler steps of each sampling pass: one pass, or FreeInit's for a clip."""
-        if self.free_init is None or self.frames == 1:
-            return [self.steps]
-        return [self.free_init.steps(self.steps, i) for i in range(self.free_init.iterations)]
-
 
 class DiffusionPipeline:
     """Prompt → latents → pixels over a `Components` bundle (thin: the work is in the modules)."""
@@ -164,8 +149,7 @@ class DiffusionPipeline:
 
         By default a clip runs whole while its motion modules know enough frame positions (as in
         diffusers' AnimateDiffPipeline) and in 16-frame windows past that."""
-        spec = getattr(self.components.unet, "inflation", None)
-        limit = spec.max_frames if spec is not None and spec.motion_modules else None
+        limit = self.components.unet.frame_positions
         if req.context_frames is not None and limit is not None and req.context_frames > limit:
             raise SpacetimeError(
                 f"context_frames={req.context_frames} exceeds the {limit} frame positions this "
@@ -232,11 +216,7 @@ class DiffusionPipeline:
             generator.manual_seed(req.seed)
         else:
             generator.seed()
-        # Motion modules trained on PYoCo mixed noise sample from it too; otherwise N(0, I).
-        spec = getattr(c.unet, "inflation", None)
-        shared = spec.shared_noise if spec is not None else 0.0
-        noise = sampling.clip_noise(shape, shared, generator).to(self.device)
-
+        noise = torch.randn(shape, generator=generator).to(self.device)
         cameras = None if cameras is None else cameras.to(self.device, torch.float32)
 
         def net(x_t: Tensor, t: Tensor, context: Tensor) -> Tensor:
@@ -252,41 +232,32 @@ class DiffusionPipeline:
             net = windowed(net, windows)
         model_fn = sampling.classifier_free_guidance(net, cond, uncond, req.guidance)
         denoiser = sampling.model_denoiser(model_fn, c.schedule)
-        passes = req.passes()
-        low_pass = req.free_init.low_pass(*shape[-3:]).to(self.device) if len(passes) > 1 else None
-        latents = x = noise
-        for i, steps in enumerate(passes):
-            # FreeInit: the last sample, diffused to t = T with the first noise, keeps its low
-            # frequencies. Restarts mix unit-variance noise and scale it like the first; diffusers
-            # mixes the first noise already scaled by init_noise_sigma with unscaled fresh noise,
-            # the same for ddim/ddpm/dpm++ (sigma 1) but not for euler/euler-a.
-            if i:
-                diffused = sampling.add_noise(latents, noise, c.schedule.alphas_cumprod[-1])
-                fresh = sampling.clip_noise(shape, shared, generator)
-                x = mix_frequencies(diffused, fresh.to(self.device), low_pass)
-            plan = sampling.plan(c.schedule, req.scheduler, steps, karras=req.karras)
-            done = sum(passes[:i])
+        free_init = req.free_init if req.frames > 1 else None
+        total = req.steps if free_init is None else free_init.total_steps(req.steps)
+        done = 0  # steps taken over all sampling passes
 
-            def callback(
-                k: int, _x: Tensor, x0: Tensor, done: int = done, ts: Tensor = plan.timesteps
-            ) -> None:
+        def sample_pass(x_T: Tensor, steps: int) -> Tensor:
+            """One sampling run from unit-variance noise x_T to clean latents."""
+            nonlocal done
+            plan = sampling.plan(c.schedule, req.scheduler, steps, karras=req.karras)
+
+            def callback(k: int, _x: Tensor, x0: Tensor) -> None:
                 if progress is not None:
-                    progress(done + k + 1, sum(passes))
+                    progress(done + k + 1, total)
                 if on_step is not None:  # x0 sits at sigma 0, where sigma and network space agree
-                    on_step(done + k, int(ts[k]), x0)
+                    on_step(done + k, int(plan.timesteps[k]), x0)
 
             with compute:  # one autocast region for the whole loop keeps its weight-cast cache
                 x = sampling.sample(
-                    req.scheduler,
-                    denoiser,
-                    x * plan.init_noise_sigma,
-                    plan,
-                    eta=req.eta,
-                    generator=generator,
-                    callback=callback,
-                )
-            latents = sampling.to_network_space(x, plan.sigmas_next[-1])
-        return latents
+                    req.scheduler, denoiser, x_T * plan.init_noise_sigma, plan,
+                    eta=req.eta, generator=generator, callback=callback,
+                )  # fmt: skip
+            done += steps
+            return sampling.to_network_space(x, plan.sigmas_next[-1])
+
+        if free_init is not None:
+            sample_pass = free_init.wrap(sample_pass, c.schedule.alphas_cumprod[-1], generator)
+        return sample_pass(noise, req.steps)
 
     @torch.no_grad()
     def decode(self, latents: Tensor, precision: str | None = None) -> np.ndarray:
@@ -298,7 +269,7 @@ class DiffusionPipeline:
         z = latents.to(self.device, next(vae.parameters()).dtype)
         # Only a per-frame decoder makes chunks exact; a temporal one must see its neighbours.
         if z.ndim == 4 or not isinstance(vae, AutoencoderKL):
-            windows = temporal_decode_windows(z.shape[2]) if z.ndim == 5 else {}
+            windows = vae.config.decode_windows(z.shape[2]) if z.ndim == 5 else {}
             return self._decode_chunk(z, precision, **windows)
         frames, pixels = z.shape[2], None
         for s in range(0, frames, DECODE_CHUNK):

@@ -18,6 +18,7 @@ from spacetime.errors import SpacetimeError
 from spacetime.formats.diffusers import Components
 from spacetime.formats.load import load_components, shipped
 from spacetime.pipelines.image import ImagePipeline
+from spacetime.threed.cameras import camera_matrices
 from spacetime.world.primitives import Camera, orbit
 
 DEFAULT_VIEWS = 4
@@ -29,19 +30,6 @@ def default_cameras() -> list[Camera]:
     return orbit(DEFAULT_VIEWS, elevation=DEFAULT_ELEVATION)
 
 
-def camera_matrices(cameras: Sequence[Camera] | np.ndarray | Tensor) -> Tensor:
-    """Cameras → float32 camera-to-world matrices (v, 4, 4), or (b, v, 4, 4) as given."""
-    if isinstance(cameras, Sequence) and cameras and isinstance(cameras[0], Camera):
-        return torch.from_numpy(np.stack([c.camera_to_world() for c in cameras])).float()
-    matrices = torch.as_tensor(np.asarray(cameras) if not isinstance(cameras, Tensor) else cameras)
-    if matrices.ndim not in (3, 4) or matrices.shape[-2:] != (4, 4) or not len(matrices):
-        raise SpacetimeError(
-            "cameras must be a list of Camera or camera-to-world matrices (v, 4, 4) or "
-            f"(b, v, 4, 4), got shape {tuple(matrices.shape)}"
-        )
-    return matrices.float()
-
-
 class MultiViewPipeline(ImagePipeline):
     """`MultiViewPipeline.from_pretrained(path)("a red cube")` → uint8 (n, v, h, w, 3), one view
     per camera (default: `default_cameras()`)."""
@@ -49,10 +37,10 @@ class MultiViewPipeline(ImagePipeline):
     def __init__(
         self, components: Components, device: str | torch.device = "cpu", precision: str = "auto"
     ):
-        if components.unet.camera_embed is None:
+        if not components.unet.takes_cameras:
             raise SpacetimeError(
                 "this model has no camera conditioning: a multi-view model's U-Net is inflated "
-                "with InflationSpec.mvdream() (its unet/config.json records spacetime_inflation)"
+                "with an MVDream spec (its unet/config.json records spacetime_inflation)"
             )
         super().__init__(components, device, precision)
 

@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from spacetime.formats.load import default_model, load_components, shipped
-from spacetime.formats.motion import load_motion_adapter, load_motion_text_encoder
+from spacetime.formats.motion import (
+    load_motion_adapter,
+    load_motion_text_encoder,
+    motion_free_init,
+)
 from spacetime.free_init import FreeInit
 from spacetime.pipelines.diffusion import GenerationRequest
 from spacetime.pipelines.image import ImagePipeline
 
 PER_FRAME = "per-frame"
-# diffusers' defaults (3 full passes, butterworth, stops 0.25), not tuned on the held-out prompts:
-# colour and shape hold in 93.8% of the world model's 162 held-out clips against 92.6% with one
-# pass (the motion model card), at 3x the sampling time (docs/benchmarks.md).
-WORLD_FREE_INIT = FreeInit(iterations=3)
 
 
 class VideoPipeline(ImagePipeline):
@@ -48,13 +47,12 @@ class VideoPipeline(ImagePipeline):
         """`model` None is the shipped world model, which then comes with its shipped motion
         module and temporal decoder unless `motion`/`vae` say otherwise. `vae`: a video VAE
         folder (diffusers AutoencoderKLTemporalDecoder, e.g. SVD's), or "per-frame" for the
-        model's own image VAE (the default for models given by path). The shipped world model
-        with its own motion module samples with FreeInit (WORLD_FREE_INIT), as its card says."""
-        world = None
+        model's own image VAE (the default for models given by path). A motion package that
+        records a FreeInit in its config.json (the shipped world module does, as its card says)
+        samples with it unless `enable_free_init` / `disable_free_init` say otherwise."""
         if model is None:
             model = shipped("image")
-            world = default_model("motion")
-            motion = motion or world
+            motion = motion or default_model("motion")
             vae = vae or default_model("video-vae")
         components = load_components(model)
         if vae is not None and str(vae) != PER_FRAME:
@@ -67,8 +65,8 @@ class VideoPipeline(ImagePipeline):
             if text is not None:
                 components.text_encoder = text
         pipe = cls(components, device, precision)
-        if world is not None and Path(motion).resolve() == world.resolve():
-            pipe.free_init = WORLD_FREE_INIT
+        if motion is not None:
+            pipe.free_init = motion_free_init(motion)
         return pipe
 
     def request(self, prompt, negative_prompt=None, **options) -> GenerationRequest:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from spacetime.errors import SpacetimeError
 from spacetime.world.primitives import Camera
 
 
@@ -43,6 +45,15 @@ def orbit_views(generator: torch.Generator, views: int, where: CameraRange) -> l
     ]
 
 
-def camera_matrices(cameras: list[Camera]) -> Tensor:
-    """(v, 4, 4) float32 camera-to-world matrices (OpenGL convention, as world.primitives)."""
-    return torch.from_numpy(np.stack([c.camera_to_world() for c in cameras])).float()
+def camera_matrices(cameras: Sequence[Camera] | np.ndarray | Tensor) -> Tensor:
+    """Cameras → float32 camera-to-world matrices (v, 4, 4) (OpenGL convention, as
+    world.primitives), or matrices (v, 4, 4) / (b, v, 4, 4) as given."""
+    if isinstance(cameras, Sequence) and cameras and isinstance(cameras[0], Camera):
+        return torch.from_numpy(np.stack([c.camera_to_world() for c in cameras])).float()
+    matrices = torch.as_tensor(np.asarray(cameras) if not isinstance(cameras, Tensor) else cameras)
+    if matrices.ndim not in (3, 4) or matrices.shape[-2:] != (4, 4) or not len(matrices):
+        raise SpacetimeError(
+            "cameras must be a list of Camera or camera-to-world matrices (v, 4, 4) or "
+            f"(b, v, 4, 4), got shape {tuple(matrices.shape)}"
+        )
+    return matrices.float()

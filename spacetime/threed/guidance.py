@@ -11,15 +11,10 @@ from einops import rearrange, repeat
 from torch import Tensor
 
 from spacetime.formats.diffusers import Components
+from spacetime.sampling import classifier_free_guidance, to_epsilon
 from spacetime.threed.cameras import CameraRange, camera_matrices, orbit_views
-from spacetime.threed.sds import SDSConfig, epsilon, sds_gradient, sds_loss, timestep_range
+from spacetime.threed.sds import SDSConfig, sds_gradient, sds_loss, timestep_range
 from spacetime.world.primitives import Camera
-
-
-def takes_cameras(unet: torch.nn.Module) -> bool:
-    """Whether the U-Net is camera-conditioned (MVDream): it has a camera embedding and so takes
-    `unet(x, t, context, cameras=...)`; a plain image U-Net has none."""
-    return getattr(unet, "camera_embed", None) is not None
 
 
 @dataclass(frozen=True)
@@ -53,7 +48,7 @@ class Guidance:
         self.components = components
         self.cfg = SDSConfig() if cfg is None else cfg
         self.where = CameraRange() if where is None else where
-        self.camera_aware = takes_cameras(components.unet) if cameras is None else cameras
+        self.camera_aware = components.unet.takes_cameras if cameras is None else cameras
         # Only the field trains: the backward pass runs through the VAE encoder to the renders,
         # and frozen weights keep it from accumulating (and allocating) gradients of its own.
         for module in (components.unet, components.vae, components.text_encoder):
@@ -89,24 +84,21 @@ class Guidance:
     def predict_noise(
         self, z_t: Tensor, timestep: int, cameras: list[Camera], context: tuple[Tensor, Tensor]
     ) -> Tensor:
-        """Classifier-free guided noise (Ho & Salimans 2022) for z_t (1, c, v, h, w): one U-Net
-        call on the unconditional and conditional halves, all views at once."""
+        """Classifier-free guided noise for z_t (1, c, v, h, w): one U-Net call on the
+        unconditional and conditional halves, all views at once."""
         cond, uncond = context
-        guided = self.cfg.guidance != 1
-        x = torch.cat([z_t, z_t]) if guided else z_t
-        text = torch.cat([uncond, cond]) if guided else cond
-        t = torch.tensor(float(timestep), device=self.device)
-        if self.camera_aware:
-            poses = repeat(camera_matrices(cameras), "v i j -> b v i j", b=x.shape[0])
-            out = self.components.unet(x, t, text, cameras=poses.to(self.device))
-        else:  # an image U-Net folds the views into its batch and denoises each on its own
-            out = self.components.unet(x, t, text)
+        poses = camera_matrices(cameras).to(self.device) if self.camera_aware else None
+
+        def net(x: Tensor, t: Tensor, text: Tensor) -> Tensor:
+            if poses is None:  # an image U-Net folds the views into its batch, one by one
+                return self.components.unet(x, t, text).float()
+            cams = repeat(poses, "v i j -> b v i j", b=x.shape[0])
+            return self.components.unet(x, t, text, cameras=cams).float()
+
+        guided = classifier_free_guidance(net, cond, uncond, self.cfg.guidance)
+        out = guided(z_t, torch.tensor(float(timestep), device=self.device))
         abar = self.alphas_cumprod[timestep]
-        eps = epsilon(out.float(), x, abar, self.components.schedule.prediction_type)
-        if not guided:
-            return eps
-        eps_uncond, eps_cond = eps.chunk(2)
-        return eps_uncond + self.cfg.guidance * (eps_cond - eps_uncond)
+        return to_epsilon(out, z_t, abar, self.components.schedule.prediction_type)
 
     def __call__(
         self,

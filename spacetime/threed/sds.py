@@ -79,17 +79,6 @@ def weight(abar: Tensor, weighting: str) -> Tensor:
     raise ValueError(f"unknown weighting {weighting!r}; expected one of {WEIGHTINGS}")
 
 
-def epsilon(prediction: Tensor, x_t: Tensor, abar: Tensor, prediction_type: str) -> Tensor:
-    """The noise a network's output implies, whatever it predicts (eps, v or x0)."""
-    if prediction_type == "epsilon":
-        return prediction
-    if prediction_type == "v_prediction":  # v = sqrt(abar) eps - sqrt(1 - abar) x0
-        return abar.sqrt() * prediction + (1 - abar).sqrt() * x_t
-    if prediction_type == "sample":
-        return (x_t - abar.sqrt() * prediction) / (1 - abar).sqrt()
-    raise ValueError(f"unknown prediction type {prediction_type!r}")
-
-
 def sds_gradient(
     predict_noise: Callable[[Tensor], Tensor],
     latents: Tensor,
