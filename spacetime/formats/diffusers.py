@@ -70,7 +70,7 @@ def build_unet(
 def unet_config(unet: UNet2DCondition) -> dict:
     """The config.json of a U-Net: diffusers' 2D one, plus its inflation if it has one."""
     config = unet.config.to_diffusers()
-    spec: InflationSpec | None = getattr(unet, "inflation", None)
+    spec: InflationSpec | None = unet.inflation
     if spec is not None:
         config[INFLATION_KEY] = spec_to_dict(spec)
     return config
