@@ -9,7 +9,7 @@ import spacetime.pipelines.diffusion as diffusion
 from spacetime.context import ContextWindows, windowed
 from spacetime.errors import SpacetimeError
 from spacetime.formats.load import load_components
-from spacetime.models.inflate import InflationSpec, inflate
+from spacetime.models.inflate import AnimateDiff, inflate
 from spacetime.pipelines.video import VideoPipeline
 from spacetime.video import main
 
@@ -85,7 +85,7 @@ def tiny_sd(tmp_path_factory):
 
 def video_pipe(folder, max_frames: int, trained: bool = True) -> VideoPipeline:
     components = load_components(folder)
-    components.unet = inflate(components.unet, InflationSpec(heads=2, max_frames=max_frames))
+    components.unet = inflate(components.unet, AnimateDiff(heads=2, max_frames=max_frames))
     if trained:  # motion modules that mix frames, so windows change the result
         tiny.randomize(components.unet, 3, 0.02)
     return VideoPipeline(components, precision="fp32")

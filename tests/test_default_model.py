@@ -48,18 +48,21 @@ def test_shipped_video_vae_flickers_less_than_frame_by_frame():
     from spacetime.eval.video_vae import evaluate_decoder, heldout_clips
     from spacetime.formats.load import load_components
     from spacetime.formats.video_vae import load_video_vae
-    from spacetime.pipelines.diffusion import TEMPORAL_DECODE
 
     folder = default_model("video-vae")
     assert folder is not None and (folder / "MODEL_CARD.md").is_file()
     assert sum(p.stat().st_size for p in folder.rglob("*.safetensors")) <= 10e6
     image_vae = load_components(default_model("image")).vae.float().eval()
     video_vae = load_video_vae(folder).float().eval()
+    # the decoder's own config says how it decodes a 12-frame clip: 8-frame windows keeping 4
+    assert video_vae.config.decode_window == 8
+    windows = video_vae.config.decode_windows(12)
+    assert windows == {"chunk_frames": 4, "context_frames": 2}
     clips = heldout_clips(6, 12, seed=1)
     encode = lambda x: image_vae.encode(x, sample=False)  # noqa: E731
     with torch.no_grad():
         per_frame = evaluate_decoder(image_vae.decode, encode, clips)
-        temporal = evaluate_decoder(lambda z: video_vae.decode(z, **TEMPORAL_DECODE), encode, clips)
+        temporal = evaluate_decoder(lambda z: video_vae.decode(z, **windows), encode, clips)
     assert temporal["flicker_levels"] <= 0.7 * per_frame["flicker_levels"]
     assert temporal["psnr_db"] >= per_frame["psnr_db"]
 
@@ -85,7 +88,8 @@ def test_shipped_motion_module_moves_held_out_prompts_their_way():
     held."""
     from spacetime.eval.oracle import read_clips
     from spacetime.eval.text_to_video import heldout_clip_prompts
-    from spacetime.pipelines.video import WORLD_FREE_INIT, VideoPipeline
+    from spacetime.free_init import FreeInit
+    from spacetime.pipelines.video import VideoPipeline
     from spacetime.world import parse_clip_caption
 
     folder = default_model("motion")
@@ -98,7 +102,8 @@ def test_shipped_motion_module_moves_held_out_prompts_their_way():
     kw = dict(frames=16, steps=20, scheduler="dpm++", guidance=7.5, seed=0)
     pipe = VideoPipeline.from_pretrained(precision="fp32")  # the world model: motion by default
     assert any(".motion_modules." in k for k in pipe.components.unet.state_dict())
-    assert pipe.free_init == WORLD_FREE_INIT  # and FreeInit, as its model card measures it
+    # and FreeInit, as its model card measures it, read from the package's own config.json
+    assert pipe.free_init == FreeInit(iterations=3)
     clips = [pipe(p, **kw)[0] for p in prompts]
     for prompt, reading in zip(prompts, read_clips(np.stack(clips)), strict=True):
         assert reading.direction == parse_clip_caption(prompt).direction, prompt

@@ -37,10 +37,10 @@ def test_convert_checkpoint_example_round_trips(tmp_path):
 def test_text_to_video_example(tmp_path):
     from spacetime.formats.load import load_components
     from spacetime.formats.motion import save_motion_adapter
-    from spacetime.models.inflate import InflationSpec, inflate
+    from spacetime.models.inflate import AnimateDiff, inflate
 
     tiny.sd_pipeline(tmp_path / "sd")
-    unet = inflate(load_components(tmp_path / "sd").unet, InflationSpec(heads=2))
+    unet = inflate(load_components(tmp_path / "sd").unet, AnimateDiff(heads=2))
     save_motion_adapter(unet, tmp_path / "motion")
     out = tmp_path / "clip.gif"
     args = ["--model", tmp_path / "sd", "--motion", tmp_path / "motion", "--steps", "2"]

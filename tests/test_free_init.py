@@ -5,7 +5,7 @@ import torch
 
 from spacetime.errors import SpacetimeError
 from spacetime.free_init import METHODS, FreeInit, mix_frequencies
-from spacetime.pipelines.diffusion import GenerationRequest
+from spacetime.sampling import NoiseSchedule, add_noise
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -42,12 +42,44 @@ def test_frequency_mix_equals_diffusers_and_keeps_the_extremes():
     torch.testing.assert_close(mixed.mean((2, 3, 4)), low.mean((2, 3, 4)), rtol=1e-4, atol=1e-5)
 
 
-def test_passes_and_coarse_to_fine_steps():
-    req = lambda **kw: GenerationRequest(("a",), (), steps=20, **kw)  # noqa: E731
-    assert req(frames=16).passes() == [20]
-    assert req(frames=16, free_init=FreeInit()).passes() == [20, 20, 20]
-    assert req(frames=16, free_init=FreeInit(fast=True)).passes() == [6, 13, 20]
-    assert req(frames=1, free_init=FreeInit()).passes() == [20]  # an image has no frames to mix
+def test_coarse_to_fine_steps():
+    assert [FreeInit().steps(20, i) for i in range(3)] == [20, 20, 20]
+    assert [FreeInit(fast=True).steps(20, i) for i in range(3)] == [6, 13, 20]
+    assert FreeInit().total_steps(20) == 60 and FreeInit(fast=True).total_steps(20) == 39
+    assert FreeInit(iterations=1).total_steps(20) == 20
+
+
+@pytest.mark.parametrize("free_init", [FreeInit(), FreeInit(fast=True, method="gaussian")])
+def test_wrap_restarts_each_pass_from_the_last_sample_with_fresh_high_frequencies(free_init):
+    """The wrapped pass runs `iterations` times: the first from the given noise, each later one
+    from the last sample diffused to t = T with that same noise, its high frequencies drawn fresh
+    from the generator; the last pass's sample is the result."""
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(1, 4, 6, 8, 8, generator=g)
+    abar = NoiseSchedule().alphas_cumprod[-1]
+    calls = []
+
+    def sample_pass(x_T, steps):
+        calls.append((x_T, steps))
+        return torch.tanh(x_T) + steps  # any clean latents that depend on the start
+
+    out = free_init.wrap(sample_pass, abar, torch.Generator().manual_seed(1))(noise, 20)
+    assert [steps for _, steps in calls] == [free_init.steps(20, i) for i in range(3)]
+    assert calls[0][0] is noise
+    fresh, low_pass = torch.Generator().manual_seed(1), free_init.low_pass(6, 8, 8)
+    latents = sample_pass(noise, calls[0][1])
+    for x_T, steps in calls[1:3]:
+        diffused = add_noise(latents, noise, abar)
+        want = mix_frequencies(diffused, torch.randn(noise.shape, generator=fresh), low_pass)
+        assert torch.equal(x_T, want)
+        latents = torch.tanh(x_T) + steps
+    assert torch.equal(out, latents)
+    # the restarts keep the last sample's low frequencies: the mean over frames and pixels
+    torch.testing.assert_close(
+        calls[1][0].mean((2, 3, 4)),
+        add_noise(torch.tanh(noise) + calls[0][1], noise, abar).mean((2, 3, 4)),
+        rtol=1e-4, atol=1e-5,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import torch
 
 from spacetime.errors import CheckpointError
 from spacetime.formats.diffusers import load_unet
-from spacetime.models.inflate import InflationSpec
+from spacetime.models.inflate import ModelScope
 from spacetime.pipelines.video import VideoPipeline
 
 # Two families: attention in the first level, head width 8, two layers per block; and attention in
@@ -60,7 +60,8 @@ def test_unet3d_matches_diffusers(tmp_path, name, size):
     ref = unet3d(name)
     ref.save_pretrained(str(tmp_path / "unet"))
     ours = load_unet(tmp_path / "unet").eval()
-    assert ours.inflation == InflationSpec.modelscope(UNET3D_CONFIGS[name]["attention_head_dim"])
+    assert ours.inflation == ModelScope(head_dim=UNET3D_CONFIGS[name]["attention_head_dim"])
+    assert ours.frame_positions is None and not ours.takes_cameras
     g = torch.Generator().manual_seed(1)
     clip = torch.randn(2, 4, 5, *size, generator=g)  # (b, c, t, h, w)
     ctx = torch.randn(2, 7, UNET3D_CONFIGS[name]["cross_attention_dim"], generator=g)
@@ -149,7 +150,8 @@ def close_pixels(a: np.ndarray, b: np.ndarray) -> float:
 def test_text_to_video_folder_loads_without_a_motion_module(tiny_t2v):
     folder, _ = tiny_t2v
     pipe = VideoPipeline.from_pretrained(folder, precision="fp32")
-    assert pipe.components.unet.inflation.transformer_in
+    assert isinstance(pipe.components.unet.inflation, ModelScope)
+    assert pipe.components.unet.transformer_in is not None
     clip = pipe("a red circle", frames=4, steps=2, seed=0, height=32, width=32)
     assert clip.shape == (1, 4, 32, 32, 3) and clip.dtype == np.uint8
 

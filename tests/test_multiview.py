@@ -10,12 +10,21 @@ import torch
 from spacetime.errors import SpacetimeError
 from spacetime.formats.diffusers import build_unet, save_diffusers
 from spacetime.formats.load import load_components
-from spacetime.models.inflate import VIEW_KEYS, InflationSpec, inflate, is_temporal
+from spacetime.models.inflate import (
+    VIEW_KEYS,
+    AnimateDiff,
+    MVDream,
+    inflate,
+    is_temporal,
+    spec_from_dict,
+    spec_to_dict,
+)
 from spacetime.models.unet import UNetConfig
-from spacetime.pipelines.multiview import MultiViewPipeline, camera_matrices
+from spacetime.pipelines.multiview import MultiViewPipeline
+from spacetime.threed.cameras import camera_matrices
 from spacetime.world.primitives import Camera, orbit
 
-SPEC = InflationSpec.mvdream(view_heads=2)
+SPEC = MVDream(heads=2)
 
 
 def unet2d(name="sd1"):
@@ -70,7 +79,7 @@ def test_inflation_adds_view_layers_and_keeps_every_spatial_key():
     assert [len(b.view_attentions) for b in multi.up_blocks] == [0, 3]
     assert len(multi.mid_block.view_attentions) == 1
     assert parent.camera_embed is None and not parent.down_blocks[0].view_attentions
-    narrow = inflate(parent, InflationSpec.mvdream(view_heads=2, view_head_dim=4, camera_hidden=8))
+    narrow = inflate(parent, MVDream(heads=2, head_dim=4, camera_hidden=8))
     assert narrow.down_blocks[0].view_attentions[0].proj_in.weight.shape == (8, 32)
     assert narrow.camera_embed[0].weight.shape == (8, 16)
 
@@ -97,10 +106,12 @@ def test_camera_errors_are_clear():
     multi = inflate(unet2d(), SPEC)
     with pytest.raises(ValueError, match=r"cameras must be \(b, v, 4, 4\)"):
         multi(torch.randn(1, 4, 2, 8, 8), 500, torch.randn(1, 7, 32), cameras=cameras(1, 3))
-    with pytest.raises(ValueError, match="adds nothing"):
-        InflationSpec(motion_modules=False)
-    with pytest.raises(ValueError, match="unknown inflation keys: views"):
-        InflationSpec.from_dict({"views": 4})
+    with pytest.raises(ValueError, match="no camera conditioning"):  # motion modules take none
+        inflate(unet2d(), AnimateDiff(heads=2))(
+            torch.randn(1, 4, 2, 8, 8), 500, torch.randn(1, 7, 32), cameras=cameras(1, 2)
+        )
+    with pytest.raises(ValueError, match="unknown mvdream inflation keys: views"):
+        spec_from_dict({"family": "mvdream", "views": 4})
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +127,8 @@ def multiview_folder(tmp_path_factory):
 def test_multiview_folder_round_trips(multiview_folder):
     config = json.loads((multiview_folder / "mv" / "unet" / "config.json").read_text())
     assert config["_class_name"] == "UNet2DConditionModel"
-    assert InflationSpec.from_dict(config["spacetime_inflation"]) == SPEC
+    assert config["spacetime_inflation"] == spec_to_dict(SPEC)
+    assert spec_from_dict(config["spacetime_inflation"]) == SPEC
     saved = load_components(multiview_folder / "mv").unet
     assert saved.inflation == SPEC
     again = save_diffusers(load_components(multiview_folder / "mv"), multiview_folder / "mv2")
@@ -129,7 +141,22 @@ def test_multiview_folder_round_trips(multiview_folder):
         )
     # the 2D folder is untouched by all this
     plain = load_components(multiview_folder / "sd").unet
-    assert plain.camera_embed is None and getattr(plain, "inflation", None) is None
+    assert plain.camera_embed is None and plain.inflation is None and not plain.takes_cameras
+
+
+def test_shipped_multiview_model_records_its_spec():
+    """The shipped model's unet/config.json records its MVDream spec in the typed form."""
+    from spacetime.formats.load import default_model
+    from spacetime.models.presets import WORLD_MULTIVIEW
+
+    folder = default_model("multiview")
+    if folder is None:
+        pytest.skip("no default multi-view model shipped")
+    config = json.loads((folder / "unet" / "config.json").read_text())
+    assert config["spacetime_inflation"] == spec_to_dict(WORLD_MULTIVIEW)
+    assert MVDream(heads=2, head_dim=8, camera_hidden=64) == WORLD_MULTIVIEW
+    unet = load_components(folder).unet
+    assert unet.inflation == WORLD_MULTIVIEW and unet.takes_cameras and unet.frame_positions is None
 
 
 def test_diffusers_still_reads_the_2d_part(multiview_folder):

@@ -18,10 +18,10 @@ from spacetime.sampling import (  # noqa: E402
     SAMPLERS,
     NoiseSchedule,
     classifier_free_guidance,
-    clip_noise,
     model_denoiser,
     plan,
     sample,
+    to_epsilon,
     to_network_space,
 )
 
@@ -330,20 +330,18 @@ def test_classifier_free_guidance_one_batched_call():
     assert [c[0] for c in calls] == [2, 2]
 
 
-def test_clip_noise_shares_the_asked_part_of_its_variance_across_frames():
-    """PYoCo mixed noise: unit variance per element, correlation `shared` between any two frames
-    of a clip, none between clips; no share (and any image) draws exactly torch.randn's numbers."""
-    shape = (4, 4, 6, 32, 32)
-    plain = torch.randn(shape, generator=torch.Generator().manual_seed(3))
-    assert torch.equal(clip_noise(shape, 0.0, torch.Generator().manual_seed(3)), plain)
-    image = torch.randn((2, 4, 8, 8), generator=torch.Generator().manual_seed(3))
-    assert torch.equal(clip_noise((2, 4, 8, 8), 0.5, torch.Generator().manual_seed(3)), image)
-    x = clip_noise(shape, 0.5, torch.Generator().manual_seed(3))
-    assert abs(x.var().item() - 1) < 0.03
-    frames = x.permute(2, 0, 1, 3, 4).reshape(6, -1)
-    corr = torch.corrcoef(frames)
-    assert torch.allclose(corr[~torch.eye(6, dtype=torch.bool)], torch.tensor(0.5), atol=0.05)
-    clips = x.reshape(4, -1)
-    assert torch.corrcoef(clips)[0, 1].abs() < 0.05
-    with pytest.raises(ValueError, match=r"shared noise must be in \[0, 1\), got 1"):
-        clip_noise(shape, 1)
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_to_epsilon_recovers_the_noise_from_any_prediction(prediction_type):
+    """x_t = √ᾱ x0 + √(1−ᾱ) ε; a network's exact ε, v = √ᾱ ε − √(1−ᾱ) x0 or x0 all give ε back."""
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(2, 4, 3, 8, 8, generator=g), torch.randn(2, 4, 3, 8, 8, generator=g)
+    abar = NoiseSchedule().alphas_cumprod[torch.tensor(400)].float()
+    x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * eps
+    prediction = {
+        "epsilon": eps,
+        "v_prediction": abar.sqrt() * eps - (1 - abar).sqrt() * x0,
+        "sample": x0,
+    }[prediction_type]
+    torch.testing.assert_close(to_epsilon(prediction, x_t, abar, prediction_type), eps)
+    with pytest.raises(ValueError, match="unknown prediction type 'flow'"):
+        to_epsilon(prediction, x_t, abar, "flow")

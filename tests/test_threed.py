@@ -26,7 +26,6 @@ from spacetime.threed.field import Field, FieldConfig, lattice_points
 from spacetime.threed.guidance import (
     MultiViewGuidance,
     SingleViewGuidance,
-    takes_cameras,
     view_direction,
 )
 from spacetime.threed.metrics import compare, inside_mesh, render_views, volume_iou
@@ -251,7 +250,7 @@ class CameraAwareStandIn(torch.nn.Module):
 
     def __init__(self, unet):
         super().__init__()
-        self.unet, self.config, self.camera_embed = unet, unet.config, torch.nn.Identity()
+        self.unet, self.config, self.takes_cameras = unet, unet.config, True
         self.calls = []
 
     def forward(self, x, timestep, context, cameras=None):
@@ -263,7 +262,8 @@ def test_multiview_guidance_passes_views_jointly_with_their_cameras(components):
     stand_in = CameraAwareStandIn(components.unet)
     mv = replace(components, unet=stand_in)
     guide = MultiViewGuidance(mv, "a red cube", cfg=SDSConfig(guidance=5.0))
-    assert guide.camera_aware and takes_cameras(stand_in) and not takes_cameras(components.unet)
+    assert guide.camera_aware and not components.unet.takes_cameras
+    assert not MultiViewGuidance(components, "a red cube").camera_aware  # read off the U-Net
     cams = guide.sample_cameras(torch.Generator().manual_seed(1))
     guide(torch.rand(4, 3, 16, 16), cams, 0, 1, torch.Generator())
     ((shape, cameras),) = stand_in.calls

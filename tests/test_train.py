@@ -2,50 +2,111 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
-from spacetime.train.config import load_config, make_config
+from spacetime.errors import ConfigError, SpacetimeError
+from spacetime.train.config import (
+    CONFIGS,
+    MotionTraining,
+    MultiViewTraining,
+    TextToImageTraining,
+    VAETraining,
+    VideoVAETraining,
+    load_config,
+    make_config,
+)
 from spacetime.train.loop import checkpoints
-from spacetime.train.tasks import VAETask
+from spacetime.train.tasks import TASKS
+from spacetime.train.vae import VAETask
 
 ROOT = Path(__file__).parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def test_unknown_config_keys_are_named(tmp_path):
-    with pytest.raises(ValueError, match="unknown config keys: stpes"):
-        make_config({"stpes": 3})
+def test_config_files_and_overrides_load_typed(tmp_path):
     (tmp_path / "c.yaml").write_text("task: vae\nsteps: 7\nlr: 1\n")
     cfg = load_config(tmp_path / "c.yaml", ["batch_size=4"])
+    assert type(cfg) is VAETraining
     assert (cfg.steps, cfg.lr, cfg.batch_size) == (7, 1.0, 4) and isinstance(cfg.lr, float)
-    with pytest.raises(ValueError, match="steps must be int"):
-        make_config({"steps": "many"})
-    with pytest.raises(ValueError, match="needs `vae:`"):
-        make_config({"task": "text2image"})
-    # `T | None` keys: "none" from --set is None, anything else the type
-    assert load_config(None, ["shared_noise=none"]).shared_noise is None
-    assert load_config(None, ["shared_noise=0.5"]).shared_noise == 0.5
-    with pytest.raises(ValueError, match="shared_noise must be float"):
-        make_config({"shared_noise": "lots"})
-    with pytest.raises(ValueError, match=r"shared_noise must be in \[0, 1\)"):
-        make_config({"shared_noise": 1.0})
-    with pytest.raises(ValueError, match="repair_min < repair_max"):
-        make_config({"repair_min": 600, "repair_max": 600})
-    with pytest.raises(ValueError, match=r"repair_run must be in \[1, frames\)"):
-        make_config({"repair_fraction": 0.5, "repair_run": 16, "frames": 16})
+    assert make_config({"steps": 7.0}).steps == 7 and type(make_config({"steps": 7.0}).steps) is int
+    motion = load_config(None, ["task=motion", "base=b", "train_text=true", "frames=8"])
+    assert type(motion) is MotionTraining and motion.train_text is True and motion.frames == 8
+    # the task is the class, recorded by to_dict, from which the same config is rebuilt
+    assert motion.to_dict()["task"] == "motion" and "task" not in vars(motion)
+    assert make_config(motion.to_dict()) == motion
+    assert type(make_config({})) is VAETraining  # task defaults to vae
 
 
-def test_shipped_configs_load():
-    for path in (ROOT / "configs").glob("world_*.yaml"):
-        load_config(path)
+def _known(cls) -> str:
+    return re.escape(f"(known: task, {', '.join(sorted(f.name for f in fields(cls)))})")
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"stpes": 3}, "unknown vae config keys: stpes " + _known(VAETraining)),
+        # a key of another task is refused, naming this task's keys
+        ({"task": "motion", "base": "b", "kl_weight": 1e-6},
+         "unknown motion config keys: kl_weight " + _known(MotionTraining)),
+        ({"task": "video_vae", "vae": "v", "views": 4, "base": "b"},
+         "unknown video_vae config keys: base, views " + _known(VideoVAETraining)),
+        ({"task": "gan"}, "task must be one of vae, text2image, motion, video_vae, multiview, "
+                          "got 'gan'"),
+        ({"steps": 1.7}, "steps must be an int, got 1.7"),
+        ({"steps": "many"}, "steps must be an int, got 'many'"),
+        ({"steps": True}, "steps must be an int, got True"),
+        ({"lr": float("nan")}, "lr must be a finite number, got nan"),
+        ({"lr": float("inf")}, "lr must be a finite number, got inf"),
+        ({"lr": "fast"}, "lr must be a float, got 'fast'"),
+        ({"task": "motion", "base": "b", "train_text": "yes"},
+         "train_text must be a bool, got 'yes'"),
+        ({"task": "motion", "base": "b", "train_text": 1}, "train_text must be a bool, got 1"),
+        ({"preset": 3}, "preset must be a str, got 3"),
+        ({"lr": 0}, "lr must be > 0, got 0.0"),
+        ({"batch_size": 0}, "batch_size must be >= 1, got 0"),
+        ({"warmup": -1}, "warmup must be >= 0, got -1"),
+        ({"ema_decay": 1.5}, r"ema_decay must be in \[0, 1\], got 1.5"),
+        ({"mixed_precision": "fp16"}, "mixed_precision must be 'no' or 'bf16', got 'fp16'"),
+        ({"preset": "huge"}, "preset must be one of .*, got 'huge'"),
+        ({"task": "text2image"}, "text2image training needs `vae:`"),
+        ({"task": "text2image", "vae": "v", "caption_dropout": 1.5},
+         r"caption_dropout must be in \[0, 1\], got 1.5"),
+        ({"task": "motion"}, "motion training needs `base:`"),
+        ({"task": "motion", "base": "b", "motion_word_std": 2.0},
+         "motion_word_std needs train_text: true"),
+        ({"task": "video_vae", "vae": "v", "frames": 6}, "frames must be a multiple of 4.*got 6"),
+        ({"task": "multiview", "base": "b", "azimuth_step": 7},
+         "azimuth_step must divide the 90 degrees between 4 views, got 7.0"),
+    ],
+)  # fmt: skip
+def test_bad_configs_are_refused_naming_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message) as e:
+        make_config(overrides)
+    assert isinstance(e.value, SpacetimeError) and isinstance(e.value, ValueError)
+
+
+def test_every_shipped_config_loads_as_its_tasks_class():
+    expected = {"vae": VAETraining, "text2image": TextToImageTraining, "motion": MotionTraining,
+                "video_vae": VideoVAETraining, "multiview": MultiViewTraining}  # fmt: skip
+    assert expected == CONFIGS and set(TASKS) == set(CONFIGS)
+    seen = set()
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        task = yaml.safe_load(path.read_text())["task"]
+        cfg = load_config(path)
+        assert type(cfg) is expected[task] and cfg.task == task, path.name
+        seen.add(task)
+    assert seen == set(expected)  # a shipped recipe for every task
 
 
 def test_two_processes_match_one_on_the_same_global_batch(tmp_path):
@@ -70,7 +131,8 @@ def test_two_processes_match_one_on_the_same_global_batch(tmp_path):
     for key, w in single.items():
         assert torch.equal(rank0[key], rank1[key]), key  # DDP keeps ranks identical
         # Adam's first steps are ~lr·sign(g), so a gradient that is pure summation-order noise (a
-        # conv bias feeding a GroupNorm) would move by ±lr at random; adam_eps=1e-6 silences it.
+        # conv bias feeding a GroupNorm) could move by ±lr at random; with the loop's AdamW eps
+        # (1e-8) the two runs agree to ~3e-7 here, far inside the tolerance.
         torch.testing.assert_close(rank0[key], w, rtol=1e-3, atol=1e-4)
         moved = max(moved, (w - initial[key]).abs().max().item())
     assert moved > 2e-3
@@ -118,21 +180,28 @@ def test_max_minutes_stops_with_a_checkpoint_and_an_export(tmp_path):
     assert json.loads((tmp_path / "export.json").read_text())["steps_done"] == 1
     # stop_after replays the stop at a step count: same schedule, same step, same weights
     replay = tmp_path / "replay"
-    train(make_config({**cfg.__dict__, "max_minutes": 0.0, "stop_after": 1}), VAETask(cfg), replay,
+    train(make_config({**cfg.to_dict(), "max_minutes": 0.0, "stop_after": 1}), VAETask(cfg), replay,
           progress=False)  # fmt: skip
     a, b = (load_file(str(d / "model" / "vae" / "diffusion_pytorch_model.safetensors"))
             for d in (tmp_path, replay))  # fmt: skip
     assert all(torch.equal(a[k], b[k]) for k in a)
-    cfg = make_config({**cfg.__dict__, "max_minutes": 0.0})
+    cfg = make_config({**cfg.to_dict(), "max_minutes": 0.0})
     train(cfg, VAETask(cfg), tmp_path, progress=False)
     assert checkpoints(tmp_path / "checkpoints")[-1].name == "step_5"
+
+
+def test_every_task_names_what_it_keeps_frozen():
+    """The loop asks each task for its frozen batch-making modules; the VAE task has none."""
+    for name, cls in TASKS.items():
+        assert callable(getattr(cls, "frozen", None)) and CONFIGS[name].task == name
+    assert VAETask(make_config({"preset": "tiny"})).frozen() == []
 
 
 def test_x0_loss_weights_turn_the_eps_loss_into_an_x0_loss_at_high_noise():
     """‖ε̂ − ε‖² · (1−ᾱ)/ᾱ equals ‖x̂0 − x0‖², so weights 1/SNR make the two losses agree; they are
     clamped to [1, cap] so low noise keeps the plain ε loss."""
     from spacetime.sampling import NoiseSchedule
-    from spacetime.train.tasks import x0_loss_weights
+    from spacetime.train.common import x0_loss_weights
 
     abar = NoiseSchedule().alphas_cumprod.float()
     t = torch.tensor([0, 300, 700, 999])
@@ -145,19 +214,3 @@ def test_x0_loss_weights_turn_the_eps_loss_into_an_x0_loss_at_high_noise():
     x0_hat = (a.sqrt() * x0 + (1 - a).sqrt() * eps - (1 - a).sqrt() * eps_hat) / a.sqrt()
     weighted = x0_loss_weights(a.expand(3), 1e9) * (eps_hat - eps).pow(2).mean(1)
     torch.testing.assert_close(weighted, (x0_hat - x0).pow(2).mean(1))
-
-
-def test_repair_target_leads_a_noisy_wrong_clip_back_to_the_true_one():
-    """Given x_t noised from another clip, the target ε is the one whose x0 estimate
-    (x_t − √(1−ᾱ) ε) / √ᾱ is the true clip; noised from the true clip, it is the noise itself."""
-    from spacetime.sampling import NoiseSchedule, add_noise
-    from spacetime.train.tasks import repair_target
-
-    abar = NoiseSchedule().alphas_cumprod.float()[torch.tensor([100, 450])]
-    g = torch.Generator().manual_seed(0)
-    x0, wrong, eps = (torch.randn(2, 4, 3, 5, 5, generator=g) for _ in range(3))
-    a = abar.reshape(2, 1, 1, 1, 1)
-    x_t = add_noise(wrong, eps, abar)
-    target = repair_target(x_t, x0, abar)
-    torch.testing.assert_close((x_t - (1 - a).sqrt() * target) / a.sqrt(), x0)
-    torch.testing.assert_close(repair_target(add_noise(x0, eps, abar), x0, abar), eps)

@@ -16,13 +16,8 @@ from spacetime.formats.video_vae import load_video_vae, save_video_vae
 from spacetime.formats.weights import read_component
 from spacetime.models.presets import TINY_VAE
 from spacetime.models.vae import AutoencoderKL, VAEConfig
-from spacetime.models.video_vae import (
-    VideoVAE,
-    VideoVAEConfig,
-    blend_weights,
-    spatial_tiles,
-    temporal_windows,
-)
+from spacetime.models.video_vae import VideoVAE, VideoVAEConfig, crossfade, temporal_windows
+from spacetime.windows import spread
 
 # diffusers fixes 32 norm groups, so channels are multiples of 32. "l1": the mid block's attention
 # never runs; "l3": its third resnet never runs (diffusers' own quirks, reproduced).
@@ -238,7 +233,7 @@ def test_chunked_decode_of_svd_weights_is_close(loaded):
 )
 def test_temporal_blend_weights_sum_to_one(frames, chunk, context, overlap):
     windows = temporal_windows(frames, chunk, context, overlap)
-    weights = blend_weights([kept for _, kept in windows])
+    weights = crossfade([kept for _, kept in windows])
     total = torch.zeros(frames)
     for ((d0, d1), (k0, k1)), w in zip(windows, weights, strict=True):
         assert d0 <= k0 < k1 <= d1 and d0 >= 0 and d1 <= frames
@@ -249,12 +244,12 @@ def test_temporal_blend_weights_sum_to_one(frames, chunk, context, overlap):
 
 @pytest.mark.parametrize("size,tile,overlap", [(15, 8, 2), (40, 16, 4), (9, 8, 7), (8, 8, 2)])
 def test_spatial_blend_weights_sum_to_one(size, tile, overlap):
-    tiles = spatial_tiles(size, tile, overlap)
+    tiles = spread(size, tile, overlap)
     assert tiles[0][0] == 0 and tiles[-1][1] == size
     assert all(hi - lo == min(tile, size) for lo, hi in tiles)
-    assert all(a[1] - b[0] >= overlap - 1 for a, b in pairwise(tiles))
+    assert all(a[1] - b[0] >= overlap for a, b in pairwise(tiles))
     total = torch.zeros(size)
-    for (lo, hi), w in zip(tiles, blend_weights(tiles), strict=True):
+    for (lo, hi), w in zip(tiles, crossfade(tiles), strict=True):
         total[lo:hi] += w
     torch.testing.assert_close(total, torch.ones(size))
 
@@ -353,3 +348,43 @@ def test_bad_inputs_name_the_expected_shape(loaded):
         ours.decode(torch.randn(1, 4, 3, 4, 4), chunk_frames=4, context_frames=1, overlap_frames=3)
     with pytest.raises(SpacetimeError, match="tile_overlap=8"):
         ours.decode(torch.randn(1, 4, 3, 4, 4), tile=8, tile_overlap=8)
+
+
+def test_decode_windows_come_from_the_decoders_config(tmp_path):
+    """A decoder records the clip length it trained on (decode_window): longer clips decode in
+    windows of that length keeping the middle half; without one, whole clips, as diffusers."""
+    assert VideoVAEConfig(decode_window=8).decode_windows(12) == {
+        "chunk_frames": 4, "context_frames": 2,
+    }  # fmt: skip
+    assert VideoVAEConfig(decode_window=8).decode_windows(8) == {}
+    assert VideoVAEConfig(decode_window=16).decode_windows(17) == {
+        "chunk_frames": 8, "context_frames": 4,
+    }  # fmt: skip
+    assert VideoVAEConfig().decode_window is None and VideoVAEConfig().decode_windows(100) == {}
+    with pytest.raises(ValueError, match="decode_window must be a multiple of 4, got 6"):
+        VideoVAEConfig(decode_window=6)
+    cfg = VideoVAEConfig(decode_window=8)
+    assert cfg.to_diffusers()["decode_window"] == 8
+    assert "decode_window" not in VideoVAEConfig().to_diffusers()  # diffusers' own configs
+    assert VideoVAEConfig.from_diffusers(cfg.to_diffusers()) == cfg
+
+
+def test_video_vae_training_records_its_clip_length_as_the_decode_window(tmp_path):
+    """One step of the video_vae task: the exported decoder decodes in windows of its training
+    clip length; the image VAE that encodes batches stays frozen outside the trained module."""
+    from spacetime.formats.load import default_model
+    from spacetime.train.config import make_config
+    from spacetime.train.loop import train
+    from spacetime.train.video_vae import VideoVAETask
+
+    base = default_model("image")
+    if base is None:
+        pytest.skip("no default image model shipped")
+    cfg = make_config(dict(task="video_vae", vae=str(base), frames=4, steps=1, batch_size=1,
+                           checkpoint_every=1, warmup=1, threads=1))  # fmt: skip
+    task = VideoVAETask(cfg)
+    assert task.frozen() == [task.image_vae]
+    out = train(cfg, task, tmp_path / "run", progress=False)
+    vae = load_video_vae(out / "vae")
+    assert vae.config.decode_window == 4
+    assert vae.config.decode_windows(12) == {"chunk_frames": 2, "context_frames": 1}

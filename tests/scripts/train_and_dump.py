@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 
 from spacetime.train.config import make_config
 from spacetime.train.loop import train
-from spacetime.train.tasks import VAETask
+from spacetime.train.vae import VAETask
 
 
 class Recording(VAETask):
@@ -27,7 +27,6 @@ cfg = make_config(
         checkpoint_every=3,
         threads=1,
         warmup=1,
-        adam_eps=1e-6,
     )
 )
 task = Recording(cfg)
