@@ -17,7 +17,7 @@ from einops import rearrange
 from torch import Tensor
 
 from spacetime.errors import SpacetimeError
-from spacetime.windows import Span, normalise, pyramid, spread
+from spacetime.windows import Span, pyramid, spread
 
 DEFAULT_FRAMES = 16  # AnimateDiff's training clip length
 Net = Callable[[Tensor, Tensor, Tensor], Tensor]  # (x_t (b, c, t, h, w), timestep, context) -> same
@@ -61,14 +61,16 @@ def windowed(net: Net, windows: ContextWindows) -> Net:
         total = x_t.shape[2]
         if total <= windows.frames:
             return net(x_t, timestep, context)
-        spans = windows.spans(total)
-        weights = normalise(spans, [windows.weights()] * len(spans))
-        out = None
-        for (lo, hi), w in zip(spans, weights, strict=True):
+        # Accumulate weighted predictions and their weights, then divide, as FreeNoise does.
+        out = norm = None
+        for lo, hi in windows.spans(total):
             pred = net(x_t[:, :, lo:hi], timestep, context)  # (b, c, window, h, w)
+            w = windows.weights().to(pred.device, pred.dtype)
             if out is None:
                 out = pred.new_zeros((*pred.shape[:2], total, *pred.shape[3:]))
-            out[:, :, lo:hi] += pred * rearrange(w.to(pred), "t -> t 1 1")
-        return out
+                norm = pred.new_zeros(total)
+            out[:, :, lo:hi] += pred * rearrange(w, "t -> t 1 1")
+            norm[lo:hi] += w
+        return out / rearrange(norm, "t -> t 1 1")
 
     return run

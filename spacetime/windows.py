@@ -28,6 +28,11 @@ def pyramid(size: int) -> Tensor:
     return torch.minimum(i + 1, size - i).float()
 
 
+def crossfade(spans: list[Span]) -> list[Tensor]:
+    """Per-position weights of overlapping windows that sum to 1: linear ramps across overlaps."""
+    return normalise(spans, ramps(spans))
+
+
 def ramps(spans: list[Span]) -> list[Tensor]:
     """Weights of each window: 1 where it alone covers, complementary linear ramps across the
     overlap with each neighbour (diffusers' tiled VAE blending)."""

@@ -30,7 +30,7 @@ from spacetime.models.vae import (
     SelfAttention2d,
     VAEConfig,
 )
-from spacetime.windows import Span, normalise, ramps, spread
+from spacetime.windows import crossfade, spread
 
 DIFFUSERS_CLASS = "AutoencoderKLTemporalDecoder"
 
@@ -294,11 +294,6 @@ class TemporalDecoder(nn.Module):
             x = block(x, frames)
         x = self.conv_out(F.silu(self.conv_norm_out(x)))
         return self.time_conv_out(rearrange(x, "(b t) c h w -> b c t h w", t=frames))
-
-
-def crossfade(spans: list[Span]) -> list[Tensor]:
-    """Per-position weights of overlapping windows that sum to 1: linear ramps across overlaps."""
-    return normalise(spans, ramps(spans))
 
 
 def temporal_windows(
