@@ -327,6 +327,29 @@ def test_motion_lora_and_a_spatial_lora_match_diffusers_clips(sd, animatediff):
     assert all(f.scale == 1.0 for f in a.values())
 
 
+def test_a_multiview_model_takes_image_loras_beside_its_view_layers(sd):
+    from spacetime.formats.load import load_components
+    from spacetime.models.inflate import MVDream, inflate
+    from spacetime.pipelines.multiview import MultiViewPipeline
+
+    root, peft, kohya, _ = sd
+    components = load_components(root / "sd")
+    components.unet = tiny.randomize(inflate(components.unet, MVDream(heads=2)), 4, 0.02)
+    pipe = MultiViewPipeline(components, precision="fp32")
+    unet = components.unet
+    g = torch.Generator().manual_seed(0)
+    x, context = torch.randn(1, 4, 4, 4, 4, generator=g), torch.randn(1, 7, 32, generator=g)
+    cameras = torch.eye(4).expand(1, 4, 4, 4)
+    base = unet(x, 500, context, cameras=cameras)
+    pipe.load_lora(peft, weight=0.7)
+    pipe.load_lora(kohya, weight=-0.5)
+    unfused = unet(x, 500, context, cameras=cameras)
+    pipe.fuse_lora()
+    fused = unet(x, 500, context, cameras=cameras)
+    assert (unfused - base).abs().max() > 0.1
+    assert torch.allclose(fused, unfused, atol=1e-4)
+
+
 # --- bad input: one clear error, and the model as it was ------------------------------------------
 
 

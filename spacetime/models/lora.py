@@ -42,16 +42,13 @@ class LoraFactors:
         """Whether these factors have the shapes `module`'s update needs."""
         rank = self.down.shape[0]
         if isinstance(module, nn.Linear):
-            return self.down.shape == (rank, module.in_features) and self.up.shape == (
-                module.out_features,
-                rank,
-            )
-        ones = (1,) * (module.weight.ndim - 2)
-        return (
-            module.groups == 1
-            and self.down.shape == (rank, module.in_channels, *module.kernel_size)
-            and self.up.shape == (module.out_channels, rank, *ones)
-        )
+            down, up = (rank, module.in_features), (module.out_features, rank)
+        else:  # a conv: `down` has the layer's kernel, `up` is 1×1
+            if module.groups != 1:
+                return False
+            down = (rank, module.in_channels, *module.kernel_size)
+            up = (module.out_channels, rank, *(1,) * len(module.kernel_size))
+        return self.down.shape == down and self.up.shape == up
 
 
 class _Layer:
