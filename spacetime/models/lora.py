@@ -99,7 +99,8 @@ def _stack(
     """Several adapters as one low-rank pair, so a branch costs two matmuls however many run:
     rank-r_1 … rank-r_k updates are one rank-(r_1 + … + r_k) update whose `up` carries each
     adapter's scale and weight."""
-    down = torch.cat([f.down.to(dtype) for f, _ in active])
+    downs = [f.down.to(dtype) for f, _ in active]
+    down = downs[0] if len(downs) == 1 else torch.cat(downs)  # one adapter: no copy of `down`
     up = torch.cat([f.up.to(dtype) * (f.scale * w) for f, w in active], dim=1)
     return down, up
 
