@@ -28,7 +28,19 @@ _NEST = ".temporal_transformer."
 
 
 def is_original_motion_module(sd: dict[str, Tensor]) -> bool:
-    return any(_NEST in k for k in sd)
+    return any(is_original_key(k) for k in sd)
+
+
+def is_original_key(key: str) -> bool:
+    return _NEST in key
+
+
+def rename_key(key: str) -> str:
+    """One original key (motion module or motion LoRA) in diffusers' names."""
+    new = key.replace(_NEST, ".")
+    for old, rep in _RENAMES:
+        new = new.replace(old, rep)
+    return new
 
 
 def original_to_diffusers(sd: dict[str, Tensor]) -> tuple[dict[str, Tensor], AnimateDiff]:
@@ -41,10 +53,7 @@ def original_to_diffusers(sd: dict[str, Tensor]) -> tuple[dict[str, Tensor], Ani
         if key.endswith("pos_encoder.pe"):
             positions = value.shape[1]  # (1, max_frames, channels): a pure function, rebuilt
             continue
-        new = key.replace(_NEST, ".")
-        for old, rep in _RENAMES:
-            new = new.replace(old, rep)
-        out[new] = value
+        out[rename_key(key)] = value
     if positions is None:
         raise CheckpointError("motion module has no pos_encoder.pe, so its frame count is unknown")
     mid = any(k.startswith("mid_block.") for k in out)

@@ -94,29 +94,33 @@ def _inverse(table: _Table) -> _Table:
     return {new: (old, conv1x1) for old, (new, conv1x1) in table.items()}
 
 
+def _rename_key(key: str, table: _Table) -> tuple[str, bool] | None:
+    """(new key, whether it is a 1x1-conv weight) by the key's longest table prefix, or None."""
+    parts = key.split(".")
+    for n in range(len(parts) - 1, 0, -1):
+        prefix = ".".join(parts[:n]) + "."
+        if prefix in table:
+            new_prefix, conv1x1 = table[prefix]
+            return new_prefix + key[len(prefix) :], conv1x1 and parts[n:] == ["weight"]
+    return None
+
+
 def _rename(
     sd: Mapping[str, torch.Tensor], table: _Table, what: str, to_diffusers: bool
 ) -> dict[str, torch.Tensor]:
     """Renames every key by its longest table prefix; a key no prefix matches is an error."""
     out = {}
     for key, tensor in sd.items():
-        parts = key.split(".")
-        for n in range(len(parts) - 1, 0, -1):
-            prefix = ".".join(parts[:n]) + "."
-            if prefix in table:
-                new_prefix, conv1x1 = table[prefix]
-                if conv1x1 and parts[n:] == ["weight"]:
-                    tensor = (
-                        _conv1x1_to_linear(tensor, key)
-                        if to_diffusers
-                        else _linear_to_conv1x1(tensor, key)
-                    )
-                out[new_prefix + key[len(prefix) :]] = tensor
-                break
-        else:
+        renamed = _rename_key(key, table)
+        if renamed is None:
             raise CheckpointError(
                 f"{what}: unexpected key {key!r} (not part of a Stable Diffusion 1.x/2.x {what})"
             )
+        new_key, conv1x1 = renamed
+        if conv1x1:
+            convert = _conv1x1_to_linear if to_diffusers else _linear_to_conv1x1
+            tensor = convert(tensor, key)
+        out[new_key] = tensor
     return out
 
 
@@ -228,6 +232,21 @@ def unet_diffusers_to_original(unet: Mapping[str, torch.Tensor]) -> dict[str, to
     """Inverse of `unet_original_to_diffusers` (adds the ``model.diffusion_model.`` prefix)."""
     table = _inverse(_table(_UNetLayout.from_diffusers(list(unet)).slots()))
     return _add(_rename(unet, table, "U-Net", to_diffusers=False), UNET_PREFIX)
+
+
+def unet_original_names(names: Iterable[str]) -> dict[str, str]:
+    """{diffusers name: original name} for the U-Net's layers (module names, not parameters)
+    that the original layout has; layers `inflate` added have none and are left out. LoRA files
+    in the original layout name their layers this way."""
+    names = list(names)
+    table = _inverse(_table(_UNetLayout.from_diffusers(names).slots()))
+    # the table renames dotted prefixes of parameter keys: give each layer a parameter's suffix
+    out = {}
+    for name in names:
+        renamed = _rename_key(f"{name}.weight", table)
+        if renamed is not None:
+            out[name] = renamed[0].removesuffix(".weight")
+    return out
 
 
 # --- VAE --------------------------------------------------------------------------------------

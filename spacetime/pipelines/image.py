@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from spacetime.formats.diffusers import save_diffusers
+from spacetime.formats.diffusers import Components, save_diffusers
 from spacetime.formats.load import load_components
+from spacetime.formats.lora import read_lora
+from spacetime.models.lora import Adapters
 from spacetime.pipelines.diffusion import DiffusionPipeline, GenerationRequest
 
 
@@ -22,6 +25,15 @@ def _as_tuple(p: str | Sequence[str] | None) -> tuple[str, ...]:
 class ImagePipeline(DiffusionPipeline):
     """`ImagePipeline.from_pretrained(path)("a red circle", seed=0)` → uint8 (n, h, w, 3)."""
 
+    def __init__(
+        self, components: Components, device: str | torch.device = "cpu", precision: str = "auto"
+    ):
+        super().__init__(components, device, precision)
+        # LoRA adapters on the U-Net and the text encoder, named as in diffusers' LoRA files
+        self.lora = Adapters(
+            {"unet": components.unet, "text_encoder": components.text_encoder.model}
+        )
+
     @classmethod
     def from_pretrained(
         cls, model: str | os.PathLike, device: str | torch.device = "cpu", precision: str = "auto"
@@ -31,6 +43,39 @@ class ImagePipeline(DiffusionPipeline):
 
     def save_pretrained(self, path: str | os.PathLike, overwrite: bool = False) -> None:
         save_diffusers(self.components, path, overwrite=overwrite)
+
+    def load_lora(
+        self, path: str | os.PathLike, name: str | None = None, weight: float = 1.0
+    ) -> str:
+        """Add a LoRA file (kohya/A1111, PEFT/diffusers or AnimateDiff motion LoRA; U-Net and
+        text-encoder layers alike) as adapter `name` (default: the file's stem) at `weight`, on
+        top of those already loaded; returns its name. If any layer does not fit the model,
+        a CheckpointError names it and the model is left as it was."""
+        if name is None:
+            stem = name = Path(path).stem
+            n = 2
+            while name in self.lora.weights:  # the same stem twice, e.g. from two folders
+                name, n = f"{stem}-{n}", n + 1
+        self.lora.add(name, read_lora(path, self.lora.layer_names()), weight)
+        return name
+
+    def set_lora_weights(self, weights: Mapping[str, float]) -> None:
+        """New weights for loaded adapters, by name (0 switches one off); nothing is reloaded."""
+        self.lora.set_weights(weights)
+
+    def fuse_lora(self) -> None:
+        """Fold the adapters at their weights into the model's weights: sampling then costs what
+        it costs without LoRA. Weights set later are folded in again from the originals."""
+        self.lora.fuse()
+
+    def unfuse_lora(self) -> None:
+        """Restore the original weights bit for bit; the adapters run as side branches again."""
+        self.lora.unfuse()
+
+    def unload_lora(self, name: str | None = None) -> None:
+        """Remove adapter `name`, or every adapter."""
+        for each in [name] if name is not None else list(self.lora.weights):
+            self.lora.remove(each)
 
     def request(
         self,
