@@ -7,3 +7,11 @@ class SpacetimeError(Exception):
 
 class CheckpointError(SpacetimeError):
     """A checkpoint is missing, corrupt, truncated, or does not fit the model."""
+
+
+class ArgumentValueError(SpacetimeError, ValueError):
+    """An argument of the right type but out of range, or at odds with another argument."""
+
+
+class ArgumentTypeError(SpacetimeError, TypeError):
+    """An argument of the wrong type (a string for a number, a number for a prompt)."""

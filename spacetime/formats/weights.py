@@ -7,7 +7,6 @@ import os
 import pickle
 import re
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from safetensors import safe_open
 from torch import Tensor, nn
 
 from spacetime.errors import CheckpointError
+from spacetime.tempfiles import temp_file, temp_folder
 
 _TORCH_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 WEIGHT_SUFFIXES = (".safetensors", *_TORCH_SUFFIXES)
@@ -50,17 +50,15 @@ def read_weights_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        if found is None:
-            detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(e))
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if found is not None:
             raise CheckpointError(
-                f"{path}: corrupt or truncated checkpoint, or one holding more than tensors "
-                f"({detail.group(1) if detail else _reason(e)})"
+                f"{path}: holds code, refused: reading it would call {found.group(1)}; only "
+                "tensors are read from pickle checkpoints, and nothing in them is ever run"
             ) from None
         raise CheckpointError(
-            f"{path}: refused to load: the pickle asks for the Python object {found.group(1)}; "
-            "only tensors are read from pickle checkpoints and nothing in them is executed. "
-            "Convert it to .safetensors with a tool you trust."
+            f"{path}: corrupt or truncated checkpoint, or one holding more than tensors, "
+            f"refused ({_unpickle_reason(e)})"
         ) from None
     except Exception as e:  # torch reports damage as RuntimeError, EOFError, KeyError, ...
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({_reason(e)})") from None
@@ -74,6 +72,17 @@ def read_weights_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
     if not tensors:
         raise CheckpointError(f"{path}: no tensors in this checkpoint")
     return tensors, {}
+
+
+def _unpickle_reason(e: Exception) -> str:
+    """torch's refusal without its advice to retry with weights_only=False (which would run the
+    file's code)."""
+    lines = [
+        line.strip()
+        for line in str(e).splitlines()
+        if line.strip() and "weights_only" not in line and not line.startswith("Check the docum")
+    ]
+    return lines[0] if lines else type(e).__name__
 
 
 def _reason(e: Exception) -> str:
@@ -181,7 +190,7 @@ def atomic_folder(folder: Path, fill: Callable[[Path], None], overwrite: bool = 
     if folder.exists() and not overwrite:
         raise CheckpointError(f"{folder} exists; pass overwrite=True to replace it")
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    tmp = temp_folder(folder.parent)
     try:
         fill(tmp)
         _as_if_created(tmp)
@@ -205,8 +214,7 @@ def _as_if_created(root: Path) -> None:
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Write through a temporary sibling and rename, so a failure never leaves a partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = temp_file(path.parent)
     try:
         write(Path(tmp))
         # mkstemp makes the file private (0600), and writers that replace it (safetensors) too;
@@ -216,7 +224,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from spacetime import checks
+from spacetime.devices import check_device
 from spacetime.formats.load import default_model, load_components, shipped
 from spacetime.formats.motion import load_motion_adapter, load_motion_text_encoder
 from spacetime.free_init import FreeInit
@@ -50,6 +52,8 @@ class VideoPipeline(ImagePipeline):
         folder (diffusers AutoencoderKLTemporalDecoder, e.g. SVD's), or "per-frame" for the
         model's own image VAE (the default for models given by path). The shipped world model
         with its own motion module samples with FreeInit (WORLD_FREE_INIT), as its card says."""
+        device = check_device(device)
+        checks.choice("precision", precision, checks.PRECISIONS)
         world = None
         if model is None:
             model = shipped("image")
@@ -90,12 +94,6 @@ class VideoPipeline(ImagePipeline):
         (spacetime.context), by default in 16-frame windows once the clip outgrows the motion
         modules' frame positions; and `free_init` (a FreeInit, or None for one plain pass),
         which defaults to the pipeline's own (`enable_free_init`)."""
-        clips = super().__call__(
-            prompt,
-            negative_prompt,
-            frames=frames,
-            precision=precision,
-            progress=progress,
-            **options,
-        )
+        req = self.request(prompt, negative_prompt, frames=frames, **options)
+        clips = self.generate(req, precision, progress)
         return clips if clips.ndim == 5 else clips[:, None]  # one frame: (n, 1, h, w, 3)
