@@ -211,12 +211,23 @@ def _raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def entry_point(main: Callable[[], None]) -> Callable[[], None]:
-    """A console-script / `python -m` entry: main(), then leave without interpreter teardown."""
+def entry_point(main: Callable[[], None], fast: bool = True) -> Callable[[], None]:
+    """A console-script / `python -m` entry: main(), then (fast) leave without interpreter
+    teardown. An interrupted run leaves by os._exit(130) too: CPython ends a process whose
+    start-up saw a KeyboardInterrupt by re-raising SIGINT at exit, which would replace the
+    exit code 130 with death by signal."""
 
     def start() -> None:
-        main()
-        fast_exit()
+        try:
+            main()
+        except SystemExit as e:
+            if e.code != EXIT_INTERRUPTED:
+                raise
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
+        if fast:
+            fast_exit()
 
     return start
 

@@ -7,9 +7,10 @@ Multi-process: `accelerate launch -m spacetime.train ...` or
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
-from spacetime.cli import Parser, run
+from spacetime.cli import Parser, entry_point, run
 
 
 def parser() -> Parser:
@@ -54,7 +55,7 @@ def check_out(out: Path) -> None:
     from spacetime.errors import SpacetimeError
     from spacetime.tempfiles import writable_place
 
-    if out.exists() and not out.is_dir():
+    if os.path.isfile(out):  # os.path answers False where pathlib raises (a name too long)
         raise SpacetimeError(f"--out {out} is a file, not a run folder")
     try:
         writable_place(out / "config.json")
@@ -87,5 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     run(body)
 
 
+# Training ends with the interpreter's teardown (accelerate's process groups close there).
+script = entry_point(main, fast=False)  # the console script
+
 if __name__ == "__main__":
-    main()
+    script()
