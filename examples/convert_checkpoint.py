@@ -7,6 +7,7 @@ python examples/convert_checkpoint.py sd15.safetensors path/to/new-folder
 import argparse
 from pathlib import Path
 
+from spacetime.cli import run
 from spacetime.formats.diffusers import save_diffusers
 from spacetime.formats.load import load_components
 from spacetime.formats.single_file import save_single_file
@@ -28,4 +29,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)  # a SpacetimeError (a bad path, a bad value) prints as one `error:` line, exit 2

@@ -1,5 +1,6 @@
 """Text to image through the Python API.
 
+python examples/text_to_image.py "a red circle" red.png          # the shipped world model
 python examples/text_to_image.py --model path/to/sd15 "a red circle" red.png
 """
 
@@ -9,13 +10,16 @@ import numpy as np
 from PIL import Image
 
 from spacetime import load_pipeline
+from spacetime.cli import run
 
 
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--model", required=True, help="diffusers folder or single-file checkpoint")
+    p.add_argument(
+        "--model", help="diffusers folder or single-file checkpoint (default: the shipped model)"
+    )
     p.add_argument("prompt")
     p.add_argument("out", help="output .png")
     p.add_argument("--steps", type=int, default=20)
@@ -32,4 +36,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)  # a SpacetimeError (a bad path, a bad value) prints as one `error:` line, exit 2

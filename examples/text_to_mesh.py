@@ -6,6 +6,7 @@ python examples/text_to_mesh.py --model path/to/sd15 --single-view "a red cube" 
 
 import argparse
 
+from spacetime.cli import run
 from spacetime.media import write_video
 from spacetime.threed import text_to_mesh
 from spacetime.threed.export import write_mesh
@@ -45,4 +46,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)  # a SpacetimeError (a bad path, a bad value) prints as one `error:` line, exit 2

@@ -6,6 +6,7 @@ python examples/text_to_video.py --model path/to/sd15 --motion path/to/motion-ad
 
 import argparse
 
+from spacetime.cli import run
 from spacetime.media import write_video
 from spacetime.pipelines.video import VideoPipeline
 
@@ -32,4 +33,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)  # a SpacetimeError (a bad path, a bad value) prints as one `error:` line, exit 2

@@ -1,12 +1,13 @@
 """spacetime: extend a text-to-image latent diffusion model to video and 3D.
 
 from spacetime import load_pipeline
-pipe = load_pipeline("path/to/stable-diffusion")      # diffusers folder or single file
+pipe = load_pipeline()      # the shipped model; or a diffusers folder, single file, hub id
 images = pipe("a red circle", seed=0, steps=20)        # uint8 array (n, h, w, 3)
 """
 
 __version__ = "0.1.0"
-__all__ = ["load_pipeline", "ImagePipeline", "SpacetimeError", "CheckpointError"]
+ERRORS = ("SpacetimeError", "CheckpointError", "ArgumentValueError", "ArgumentTypeError")
+__all__ = ["load_pipeline", "ImagePipeline", *ERRORS]
 
 
 def __getattr__(name: str):
@@ -15,7 +16,7 @@ def __getattr__(name: str):
         from spacetime.pipelines import image
 
         return getattr(image, name)
-    if name in ("SpacetimeError", "CheckpointError"):
+    if name in ERRORS:
         from spacetime import errors
 
         return getattr(errors, name)

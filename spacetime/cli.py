@@ -1,17 +1,48 @@
-"""Pieces shared by the `python -m spacetime.*` entry points: common flags, errors, progress."""
+"""Pieces shared by the `python -m spacetime.*` entry points: flags, checks, errors, progress.
+
+Building a parser imports nothing heavy, so `--help` prints before torch loads; every check of
+the request runs before any weights load, so bad input fails in a fraction of a second.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import signal
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from spacetime.checks import PRECISIONS, SAMPLERS
+
+EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are the project's: one `error:` line and exit code 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"error: {message} (see {self.prog} --help)\n")
+
+
+def add_device_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)"
+    )
+
+
+def add_force_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="run even when the size asked for needs more memory than this machine has free",
+    )
 
 
 def add_sampling_flags(parser: argparse.ArgumentParser, steps: int = 20) -> None:
     """Flags every generator shares (prompt, model, sampler, seed, size, precision)."""
-    from spacetime.sampling import SAMPLERS
-
     parser.add_argument("prompt", help="what to generate, e.g. 'a red circle'")
     parser.add_argument(
         "--model",
@@ -20,7 +51,10 @@ def add_sampling_flags(parser: argparse.ArgumentParser, steps: int = 20) -> None
     )
     parser.add_argument("--negative-prompt", default=None, help="what to steer away from")
     parser.add_argument(
-        "--steps", type=int, default=steps, help=f"sampling steps (default {steps})"
+        "--steps",
+        type=int,
+        default=steps,
+        help=f"sampling steps, at most the model's schedule length (default {steps})",
     )
     parser.add_argument(
         "--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)"
@@ -31,32 +65,113 @@ def add_sampling_flags(parser: argparse.ArgumentParser, steps: int = 20) -> None
     parser.add_argument(
         "--karras", action="store_true", help="Karras sigma spacing (euler, euler-a, dpm++)"
     )
-    parser.add_argument("--eta", type=float, default=0.0, help="DDIM noise (0 = deterministic)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--eta", type=float, default=0.0, help="DDIM noise (ddim only; 0 = deterministic)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed, 0 to 2**64-1 (default 0)")
     parser.add_argument("--height", type=int, default=None, help="pixels; default: the model's")
     parser.add_argument("--width", type=int, default=None, help="pixels; default: the model's")
     parser.add_argument(
         "--precision",
-        choices=("auto", "fp32", "bf16", "fp16"),
+        choices=PRECISIONS,
         default="auto",
         help="auto = bf16 on CPUs with AMX/AVX512-BF16, fp16 on CUDA, else fp32",
     )
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    add_device_flag(parser)
+    add_force_flag(parser)
 
 
-def sampling_options(args: argparse.Namespace, **extra) -> dict:
-    """GenerationRequest fields from the shared flags; validated before the model loads, so bad
-    input fails in a fraction of a second."""
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the checks need to know of a model, read from its JSON configs without its weights;
+    SD 1.x's values where a file (single checkpoint) does not say."""
+
+    schedule_length: int = 1000
+    sample_size: int = 64  # latent pixels per side
+    downscale: int = 8
+    vae_width: int = 128  # the decoder's widest (full-resolution) level
+    unet_width: int = 320  # the U-Net's first level
+
+    @classmethod
+    def of(cls, model: Path) -> ModelFacts:
+        if not model.is_dir():
+            return cls()
+
+        def config(part: str, name: str = "config.json") -> dict:
+            try:
+                found = json.loads((model / part / name).read_text())
+            except (OSError, ValueError):
+                return {}  # loading reports a missing or damaged file, naming it
+            return found if isinstance(found, dict) else {}
+
+        scheduler, unet, vae = (
+            config("scheduler", "scheduler_config.json"),
+            config("unet"),
+            config("vae"),
+        )
+        widths = vae.get("block_out_channels") or [cls.vae_width]
+        facts = dict(
+            schedule_length=scheduler.get("num_train_timesteps", cls.schedule_length),
+            sample_size=unet.get("sample_size", cls.sample_size),
+            downscale=2 ** (len(widths) - 1),
+            vae_width=widths[0],
+            unet_width=(unet.get("block_out_channels") or [cls.unet_width])[0],
+        )  # fmt: skip
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in facts.values()):
+            return cls()
+        return cls(**facts)
+
+
+def check_generation(args: argparse.Namespace, **extra) -> tuple[dict, Path, object]:
+    """Every shared flag alone and together, before any weights load: the request's values
+    (GenerationRequest), the model's existence and limits, the device, and the memory the size
+    needs. Returns (GenerationRequest fields, local model path, device)."""
+    from spacetime.devices import pick_device
+    from spacetime.errors import ArgumentValueError
+    from spacetime.formats.load import resolve
     from spacetime.pipelines.diffusion import GenerationRequest
 
     options = dict(
         steps=args.steps, guidance=args.guidance, scheduler=args.scheduler, karras=args.karras,
         eta=args.eta, seed=args.seed, **extra,
     )  # fmt: skip
-    GenerationRequest(
-        (args.prompt,), (), height=args.height or 512, width=args.width or 512, **options
+    negatives = () if args.negative_prompt is None else (args.negative_prompt,)
+    req = GenerationRequest(
+        (args.prompt,), negatives, height=args.height or 512, width=args.width or 512, **options
     )
-    return options
+    device = pick_device(args.device)
+    model = resolve(base_model(args))
+    facts = ModelFacts.of(model)
+    if args.steps > facts.schedule_length:
+        raise ArgumentValueError(
+            f"steps must be <= {facts.schedule_length} (the model's noise schedule), "
+            f"got {args.steps}"
+        )
+    size = facts.sample_size * facts.downscale
+    check_memory(
+        args, device, args.height or size, args.width or size, req.frames, req.num_images, facts
+    )
+    return options, model, device
+
+
+def check_memory(args, device, height: int, width: int, frames: int, batch: int, facts) -> None:
+    """Refuse, unless --force, a size whose lower-bound memory estimate exceeds what is free."""
+    from spacetime.errors import ArgumentValueError
+    from spacetime.memory import available_bytes, generation_bytes
+
+    need = generation_bytes(height, width, frames, batch, facts.vae_width, facts.unet_width)
+    if device.type == "cuda":
+        import torch
+
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        free = available_bytes()
+    if free is not None and need > free and not args.force:
+        raise ArgumentValueError(
+            f"{width}x{height} pixels x {frames} frames x {batch} needs at least "
+            f"{need / 2**30:.1f} GiB, more than the {free / 2**30:.1f} GiB free on {device.type}; "
+            "ask for less, or pass --force to try anyway"
+        )
 
 
 def base_model(args: argparse.Namespace):
@@ -73,23 +188,53 @@ def base_model(args: argparse.Namespace):
     return model
 
 
-def run(main: Callable[[], None]) -> None:
-    """Run a CLI body; user errors become one line on stderr and exit code 2."""
+def run(body: Callable[[], None]) -> None:
+    """Run a CLI body: user errors become one `error:` line and exit code 2; Ctrl-C (or SIGTERM)
+    one line and exit code 130, after the writers' cleanup has run as the exception unwound."""
     from spacetime.errors import SpacetimeError
 
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        main()
+        body()
     except SpacetimeError as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(EXIT_USAGE)
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not add a traceback
         print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def entry_point(main: Callable[[], None], fast: bool = True) -> Callable[[], None]:
+    """A console-script / `python -m` entry: main(), then (fast) leave without interpreter
+    teardown. An interrupted run leaves by os._exit(130) too: CPython ends a process whose
+    start-up saw a KeyboardInterrupt by re-raising SIGINT at exit, which would replace the
+    exit code 130 with death by signal."""
+
+    def start() -> None:
+        try:
+            main()
+        except SystemExit as e:
+            if e.code != EXIT_INTERRUPTED:
+                raise
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
+        if fast:
+            fast_exit()
+
+    return start
 
 
 def fast_exit() -> None:
     """Leave without interpreter teardown (~0.5 s of freeing tensors and modules that the OS
-    reclaims anyway). Only for `python -m` entry points, after their output is written."""
+    reclaims anyway). Only for entry points, after their output is written."""
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
@@ -110,14 +255,6 @@ def progress_bar(desc: str):
             bar.close()
 
     return update
-
-
-def pick_device(name: str | None) -> str:
-    import torch
-
-    if name:
-        return name
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def warn_unknown_words(pipe, *prompts: str | None) -> None:

@@ -11,3 +11,11 @@ class CheckpointError(SpacetimeError):
 
 class ConfigError(SpacetimeError, ValueError):
     """A training config names an unknown key, or a value of the wrong type or out of range."""
+
+
+class ArgumentValueError(SpacetimeError, ValueError):
+    """An argument of the right type but out of range, or at odds with another argument."""
+
+
+class ArgumentTypeError(SpacetimeError, TypeError):
+    """An argument of the wrong type (a string for a number, a number for a prompt)."""

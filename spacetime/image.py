@@ -2,29 +2,29 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from spacetime.cli import (
+    Parser,
     add_sampling_flags,
-    base_model,
-    fast_exit,
-    pick_device,
+    check_generation,
+    entry_point,
     progress_bar,
     run,
-    sampling_options,
     warn_unknown_words,
 )
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def parser() -> Parser:
+    p = Parser(
         prog="python -m spacetime.image",
         description="Generate images from a text prompt with a latent diffusion model.",
     )
     add_sampling_flags(p)
     p.add_argument("--num-images", type=int, default=1, help="images per prompt (default 1)")
-    p.add_argument("--clip-skip", type=int, default=None, help="skip the last k CLIP layers")
+    p.add_argument(
+        "--clip-skip", type=int, default=None, help="skip the last k CLIP layers (k >= 0)"
+    )
     p.add_argument(
         "--out",
         type=Path,
@@ -35,17 +35,21 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
-
     def body() -> None:
+        args = parser().parse_args(argv)
+        from spacetime import checks
         from spacetime.media import IMAGE_SUFFIXES, check_writable, numbered, write_image
 
-        check_writable(args.out, IMAGE_SUFFIXES)
-        options = sampling_options(args, num_images=args.num_images, clip_skip=args.clip_skip)
+        # --num-images decides the file names, so it is checked before them.
+        count = checks.integer("num_images", args.num_images, 1)
+        for path in numbered(args.out, count):
+            check_writable(path, IMAGE_SUFFIXES)
+        options, model, device = check_generation(
+            args, num_images=args.num_images, clip_skip=args.clip_skip
+        )
         from spacetime.pipelines.image import ImagePipeline
 
-        model = base_model(args)
-        pipe = ImagePipeline.from_pretrained(model, pick_device(args.device), args.precision)
+        pipe = ImagePipeline.from_pretrained(model, device, args.precision)
         warn_unknown_words(pipe, args.prompt, args.negative_prompt)
         images = pipe(
             args.prompt, args.negative_prompt, height=args.height, width=args.width,
@@ -58,6 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     run(body)
 
 
+script = entry_point(main)  # the console script
+
 if __name__ == "__main__":
-    main()
-    fast_exit()
+    script()

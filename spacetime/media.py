@@ -3,29 +3,30 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from spacetime import checks
 from spacetime.errors import SpacetimeError
 from spacetime.formats.weights import atomic_write
+from spacetime.tempfiles import clear_stale, temp_folder, writable_place
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
 def check_writable(path: Path, suffixes: tuple[str, ...]) -> None:
-    """Fail before any work if `path` has the wrong extension or its folder cannot be written."""
+    """Fail before any work unless `path` can be written: a known extension, not a folder, a name
+    the file system takes, and a folder that exists or can be made and takes new files."""
     if path.suffix.lower() not in suffixes:
         raise SpacetimeError(f"cannot write {path}: extension must be one of {', '.join(suffixes)}")
-    probe = path.parent if str(path.parent) else Path(".")
-    while not probe.exists():
-        probe = probe.parent
-    try:  # os.access says yes to root everywhere; creating a file is the real test
-        with tempfile.TemporaryFile(dir=probe):
-            pass
-    except OSError:
-        raise SpacetimeError(f"cannot write {path}: {probe} is not a writable folder") from None
+    # os.path's tests answer False where pathlib's raise (a name over the file system's limit)
+    if os.path.isdir(path):
+        raise SpacetimeError(f"cannot write {path}: it is a folder")
+    try:
+        clear_stale(writable_place(path))  # what a killed earlier run left beside its target
+    except OSError as e:
+        raise SpacetimeError(f"cannot write {path}: {e}") from None
 
 
 def numbered(path: Path, count: int) -> list[Path]:
@@ -48,9 +49,12 @@ VIDEO_SUFFIXES = (".mp4", ".gif", ".webp")
 
 
 def check_video_target(path: str | os.PathLike) -> None:
-    """Fail before any work: a known extension (or a folder for PNG frames) in a writable place."""
+    """Fail before any work: a known extension, or a path without one (a new or empty folder)
+    for PNG frames, in a writable place."""
     path = Path(path)
-    if path.suffix == "" or path.is_dir():
+    if path.suffix == "":
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise SpacetimeError(f"cannot write frames into {path}: it is a file")
         check_writable(path / "frame_0000.png", (".png",))
         if path.exists() and any(path.iterdir()):
             raise SpacetimeError(f"cannot write frames into {path}: the folder is not empty")
@@ -62,19 +66,15 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int) -> None:
     """uint8 (t, h, w, 3) → .mp4 (H.264, yuv420p: plays in browsers), .gif, .webp, or a folder of
     frame_0000.png …; written beside the destination and renamed, so nothing is half-written."""
     path = Path(path)
-    if fps < 1:
-        raise SpacetimeError(f"fps must be >= 1, got {fps}")
+    checks.integer("fps", fps, 1)
+    check_video_target(path)
     suffix = path.suffix.lower()
-    if suffix == "" or path.is_dir():
+    if suffix == "":
         _write_frames_dir(path, frames)
     elif suffix == ".mp4":
         atomic_write(path, lambda tmp: _write_mp4(tmp, frames, fps))
-    elif suffix in (".gif", ".webp"):
-        atomic_write(path, lambda tmp: _write_animation(tmp, frames, fps, suffix))
     else:
-        raise SpacetimeError(
-            f"cannot write {path}: extension must be one of {', '.join(VIDEO_SUFFIXES)} or a folder"
-        )
+        atomic_write(path, lambda tmp: _write_animation(tmp, frames, fps, suffix))
 
 
 def _write_mp4(tmp: Path, frames: np.ndarray, fps: int) -> None:
@@ -113,7 +113,7 @@ def _write_frames_dir(path: Path, frames: np.ndarray) -> None:
     from PIL import Image
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    tmp = temp_folder(path.parent)
     try:
         for i, frame in enumerate(frames):
             Image.fromarray(frame).save(tmp / f"frame_{i:04d}.png")

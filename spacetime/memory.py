@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import sys
+from pathlib import Path
 
 M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 
@@ -23,3 +24,45 @@ def return_large_blocks(threshold: int = 1 << 17) -> bool:
     except OSError:
         return False
     return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold))
+
+
+def available_bytes() -> int | None:
+    """Memory this process can still take: MemAvailable, capped by a cgroup (container) limit;
+    None where neither can be read."""
+    found: list[int] = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as f:
+            used = int(f.read())
+        if limit != "max":
+            found.append(int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
+
+
+# Frames that pass through the networks at once: the U-Net's context window and the VAE's decode
+# chunk (spacetime.context.DEFAULT_FRAMES, pipelines.diffusion.DECODE_CHUNK).
+WINDOW_FRAMES, DECODE_FRAMES = 16, 8
+
+
+def generation_bytes(
+    height: int, width: int, frames: int, batch: int, vae_width: int, unet_width: int
+) -> int:
+    """A lower bound on the peak memory of sampling and decoding `batch` clips (fp32): the
+    widest decoder activation (in and out) for the frames decoded at once, the U-Net's first
+    level for both guidance branches of one window, and what the whole clip holds throughout
+    (uint8 pixels, a few latent copies). Real use is a few times this; the bound only has to
+    catch sizes that cannot fit."""
+    pixels, latents = height * width, height * width // 64
+    decode = batch * min(frames, DECODE_FRAMES) * pixels * vae_width * 4 * 2
+    unet = 2 * batch * min(frames, WINDOW_FRAMES) * latents * unet_width * 4 * 2
+    held = batch * frames * (pixels * 3 + latents * 4 * 4 * 4)
+    return decode + unet + held

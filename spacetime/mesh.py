@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-from spacetime.cli import fast_exit, pick_device, run, warn_unknown_words
+from spacetime.cli import Parser, add_device_flag, entry_point, run, warn_unknown_words
 from spacetime.threed import DEFAULT_STEPS
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def parser() -> Parser:
+    p = Parser(
         prog="python -m spacetime.mesh",
         description="Distil a 3D mesh from a text prompt with a multi-view (MVDream) or image "
         "(DreamFusion) diffusion model.",
@@ -25,9 +24,9 @@ def parser() -> argparse.ArgumentParser:
         "--steps",
         type=int,
         default=DEFAULT_STEPS,
-        help=f"optimisation steps (default {DEFAULT_STEPS})",
+        help=f"optimisation steps, 1 to 100000 (default {DEFAULT_STEPS})",
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="random seed, 0 to 2**64-1 (default 0)")
     p.add_argument(
         "--guidance",
         type=float,
@@ -38,7 +37,7 @@ def parser() -> argparse.ArgumentParser:
         "--resolution",
         type=int,
         default=128,
-        help="marching-cubes lattice points per axis (default 128)",
+        help="marching-cubes lattice points per axis, 8 to 512 (default 128)",
     )
     p.add_argument(
         "--preview", type=Path, default=None, help="also write a turntable of the mesh (.mp4, .gif)"
@@ -55,7 +54,7 @@ def parser() -> argparse.ArgumentParser:
         "four views denoised jointly",
     )
     p.add_argument("--negative-prompt", default="", help="what to steer away from")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    add_device_flag(p)
     return p
 
 
@@ -77,36 +76,33 @@ def loss_bar(desc: str):
     return update
 
 
-MAX_RESOLUTION = 512  # 512^3 lattice values already take 0.5 GB
-
-
 def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
-
     def body() -> None:
+        args = parser().parse_args(argv)
+        from spacetime.devices import pick_device
         from spacetime.errors import SpacetimeError
+        from spacetime.formats.load import resolve
         from spacetime.media import check_video_target
         from spacetime.threed.export import check_mesh_target
+        from spacetime.threed.pipeline import check_arguments
 
         # Everything that can be wrong with the request fails here, before a model loads.
-        if not args.prompt.strip():
-            raise SpacetimeError("the prompt is empty")
+        check_arguments(
+            args.prompt, args.negative_prompt, args.steps, args.seed, args.guidance,
+            args.resolution, args.single_view,
+        )  # fmt: skip
         check_mesh_target(args.out)
         if args.preview is not None:
+            if args.preview.suffix == "":  # a turntable is one file, never a folder of frames
+                raise SpacetimeError(
+                    f"--preview must be a .mp4, .gif or .webp file, got {args.preview}"
+                )
             check_video_target(args.preview)
-        if args.steps < 1:
-            raise SpacetimeError(f"steps must be >= 1, got {args.steps}")
-        if not 8 <= args.resolution <= MAX_RESOLUTION:
-            raise SpacetimeError(
-                f"resolution must be in [8, {MAX_RESOLUTION}], got {args.resolution}"
-            )
-        if args.guidance is not None and args.guidance < 0:
-            raise SpacetimeError(f"guidance must be >= 0, got {args.guidance}")
-
+        device = pick_device(args.device)
         from spacetime.threed.pipeline import default_model_for, load_model, text_to_mesh
 
-        model = args.model or default_model_for(args.single_view)
-        components = load_model(model, pick_device(args.device))
+        model = resolve(args.model or default_model_for(args.single_view))
+        components = load_model(model, device)
         # The shared warning reads a pipeline's components; a namespace stands in for one.
         warn_unknown_words(
             SimpleNamespace(components=components), args.prompt, args.negative_prompt
@@ -146,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     run(body)
 
 
+script = entry_point(main)  # the console script
+
 if __name__ == "__main__":
-    main()
-    fast_exit()
+    script()

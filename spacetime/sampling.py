@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-SAMPLERS = ("ddim", "ddpm", "euler", "euler-a", "dpm++")
+from spacetime.checks import SAMPLERS  # torch-free, for the CLIs' --help
+
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")

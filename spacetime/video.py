@@ -6,19 +6,18 @@ import argparse
 from pathlib import Path
 
 from spacetime.cli import (
+    Parser,
     add_sampling_flags,
-    base_model,
-    fast_exit,
-    pick_device,
+    check_generation,
+    entry_point,
     progress_bar,
     run,
-    sampling_options,
     warn_unknown_words,
 )
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def parser() -> Parser:
+    p = Parser(
         prog="python -m spacetime.video",
         description="Generate a short clip from a text prompt: an image model inflated with motion modules.",
     )
@@ -88,52 +87,54 @@ def parser() -> argparse.ArgumentParser:
 
 def free_init_option(args: argparse.Namespace) -> dict:
     """`free_init` for the request when the flags say; nothing leaves the pipeline's default."""
-    from spacetime.errors import SpacetimeError
+    from spacetime import checks
+    from spacetime.errors import ArgumentValueError
     from spacetime.free_init import FreeInit
 
     if args.free_init is None:
         if args.free_init_fast:
-            raise SpacetimeError("--free-init-fast needs --free-init N")
+            raise ArgumentValueError("--free-init-fast needs --free-init N")
         return {}
-    if args.free_init < 0:
-        raise SpacetimeError(f"--free-init must be >= 0, got {args.free_init}")
-    if args.free_init == 0:
+    if checks.integer("free_init", args.free_init, 0) == 0:
+        if args.free_init_fast:
+            raise ArgumentValueError("--free-init-fast needs --free-init N with N >= 1")
         return {"free_init": None}
     return {"free_init": FreeInit(iterations=args.free_init, fast=args.free_init_fast)}
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
-
     def body() -> None:
-        from spacetime.errors import SpacetimeError
+        args = parser().parse_args(argv)
+        from spacetime import checks
+        from spacetime.errors import ArgumentValueError
         from spacetime.media import check_video_target, write_video
         from spacetime.memory import return_large_blocks
 
         check_video_target(args.out)
-        return_large_blocks()  # a long clip's memory stays that of one window
-        if args.fps < 1:
-            raise SpacetimeError(f"fps must be >= 1, got {args.fps}")
-        options = sampling_options(
+        checks.integer("fps", args.fps, 1)
+        if args.vae is not None and args.vae_per_frame:
+            raise ArgumentValueError("--vae and --vae-per-frame exclude each other")
+        for flag, path in (("--motion", args.motion), ("--vae", args.vae)):
+            if path is not None and not path.exists():
+                raise ArgumentValueError(f"{flag}: nothing at {path.absolute()}")
+        options, model, device = check_generation(
             args,
             frames=args.frames,
             context_frames=args.context_frames,
             context_overlap=args.context_overlap,
             **free_init_option(args),
         )
+        return_large_blocks()  # a long clip's memory stays that of one window
         from spacetime.pipelines.video import VideoPipeline
 
-        if args.vae is not None and args.vae_per_frame:
-            raise SpacetimeError("--vae and --vae-per-frame exclude each other")
-        base_model(args)  # a clear error when there is neither --model nor a shipped model
         # The shipped motion module and temporal decoder belong to the shipped model; a model
         # given by path brings its own temporal layers (ModelScope) or takes --motion.
         vae = "per-frame" if args.vae_per_frame else args.vae
         pipe = VideoPipeline.from_pretrained(
-            args.model, pick_device(args.device), args.precision, args.motion, vae
+            model if args.model else None, device, args.precision, args.motion, vae
         )
         if args.frames > 1 and pipe.components.unet.inflation is None:
-            raise SpacetimeError(
+            raise ArgumentValueError(
                 "this model has no temporal layers: give --motion (a diffusers MotionAdapter "
                 "folder or an AnimateDiff file), or --frames 1 for an image"
             )
@@ -150,6 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     run(body)
 
 
+script = entry_point(main)  # the console script
+
 if __name__ == "__main__":
-    main()
-    fast_exit()
+    script()

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import tiny
 from PIL import Image
 
@@ -46,3 +47,22 @@ def test_text_to_video_example(tmp_path):
     args = ["--model", tmp_path / "sd", "--motion", tmp_path / "motion", "--steps", "2"]
     run("examples/text_to_video.py", "a red circle", out, *args, "--frames", "3")
     assert Image.open(out).n_frames == 3
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["examples/text_to_image.py", "--model", "nowhere", "a red circle", "x.png"],
+        ["examples/text_to_video.py", "--model", "nowhere", "a red circle", "x.gif"],
+        ["examples/text_to_mesh.py", "--model", "nowhere", "a red cube", "x.glb"],
+        ["examples/convert_checkpoint.py", "nowhere", "out"],
+    ],
+)
+def test_a_bad_path_is_one_error_line(tmp_path, args):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / args[0]), *args[1:]], capture_output=True, text=True,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: model not found") and proc.stderr.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []

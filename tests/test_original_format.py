@@ -352,9 +352,10 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path, style):
         torch.save({"state_dict": {"w": torch.ones(2)}, "x": payload}, path)
     else:
         path.write_bytes(pickle.dumps({"state_dict": {"w": payload}}, protocol=2))
-    with pytest.raises(CheckpointError, match="refused to load") as err:
+    with pytest.raises(CheckpointError, match="holds code, refused") as err:
         read_single_file(path)
     assert str(path) in str(err.value) and "\n" not in str(err.value)
+    assert "weights_only" not in str(err.value)  # never the advice that would run the payload
     assert not payload.marker.exists()
 
 

@@ -103,7 +103,7 @@ def test_mp4_is_h264_yuv420p(tmp_path):
         (["--out", "clip.avi"], "extension must be one of"),
         (["--fps", "0"], "fps must be >= 1"),
         (["--out", "/proc/nope/clip.mp4"], "cannot write"),
-        (["--free-init", "-1"], "--free-init must be >= 0"),
+        (["--free-init", "-1"], "free_init must be >= 0"),
         (["--free-init-fast"], "--free-init-fast needs --free-init N"),
     ],
 )

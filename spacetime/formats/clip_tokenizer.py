@@ -9,21 +9,29 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from spacetime.errors import CheckpointError
+
+# What a fast (tokenizer.json) folder holds; saving writes them back.
+_FAST_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
 
 class Tokenizer:
     """Prompts → (b, max_length) ids: <start> words <end>, truncated and padded as CLIP's."""
 
-    def __init__(self, backend, max_length: int, pad_token: str, folder: Path | None = None):
+    def __init__(
+        self, backend, max_length: int, pad_token: str, files: dict[str, str] | None = None
+    ):
         self.backend = backend
         self.model_max_length = max_length
         self.fast = not hasattr(backend, "save_pretrained")
-        self.folder = folder
+        # The fast backend cannot write its folder back: keep the files' text, since the folder
+        # read may be gone by save time (a single file's tokenizer is unpacked to a temp folder).
+        self.files = files or {}
         if self.fast:
             backend.enable_truncation(max_length)
             backend.no_padding()
@@ -31,23 +39,33 @@ class Tokenizer:
 
     @classmethod
     def from_folder(cls, folder: str | os.PathLike) -> Tokenizer:
+        """Read a tokenizer folder; a damaged file raises CheckpointError naming it."""
         folder = Path(folder)
-        config = {}
-        if (folder / "tokenizer_config.json").is_file():
-            config = json.loads((folder / "tokenizer_config.json").read_text())
+        try:
+            return cls._from_folder(folder)
+        except CheckpointError:
+            raise
+        except Exception as e:  # json, tokenizers and transformers each raise their own types
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CheckpointError(f"damaged tokenizer in {folder}: {first}") from None
+
+    @classmethod
+    def _from_folder(cls, folder: Path) -> Tokenizer:
+        files = {n: (folder / n).read_text() for n in _FAST_FILES if (folder / n).is_file()}
+        config = json.loads(files.get("tokenizer_config.json", "{}"))
+        if not isinstance(config, dict):
+            raise CheckpointError(f"damaged tokenizer in {folder}: tokenizer_config.json")
         max_length = int(config.get("model_max_length", 77))
         max_length = 77 if max_length > 10_000 else max_length  # transformers' "unbounded" sentinel
         pad = config.get("pad_token", "<|endoftext|>")
         pad = pad["content"] if isinstance(pad, dict) else pad
-        if (folder / "tokenizer.json").is_file():
+        if "tokenizer.json" in files:
             from tokenizers import Tokenizer as RustTokenizer
 
-            return cls(
-                RustTokenizer.from_file(str(folder / "tokenizer.json")), max_length, pad, folder
-            )
+            return cls(RustTokenizer.from_str(files["tokenizer.json"]), max_length, pad, files)
         from transformers import CLIPTokenizer
 
-        return cls(CLIPTokenizer.from_pretrained(str(folder)), max_length, pad, folder)
+        return cls(CLIPTokenizer.from_pretrained(str(folder)), max_length, pad)
 
     @classmethod
     def wrap(cls, tokenizer) -> Tokenizer:
@@ -78,6 +96,5 @@ class Tokenizer:
         if not self.fast:
             self.backend.save_pretrained(str(folder))
             return
-        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-            if self.folder is not None and (self.folder / name).is_file():
-                shutil.copy(self.folder / name, folder / name)
+        for name, text in self.files.items():
+            (folder / name).write_text(text)

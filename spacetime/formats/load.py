@@ -6,7 +6,7 @@ import os
 import socket
 from pathlib import Path
 
-from spacetime.errors import CheckpointError
+from spacetime.errors import ArgumentTypeError, CheckpointError
 from spacetime.formats.diffusers import Components, load_diffusers
 from spacetime.formats.weights import WEIGHT_SUFFIXES
 
@@ -53,6 +53,8 @@ def _online(host: str = "huggingface.co", timeout: float = 2.0) -> bool:
 
 def resolve(spec: str | os.PathLike) -> Path:
     """A local path for `spec`: as given, from the hub cache, or downloaded when online."""
+    if not isinstance(spec, str | os.PathLike):
+        raise ArgumentTypeError(f"model must be a path or a hub id, got {spec!r:.80}")
     path = Path(spec).expanduser()
     if path.exists():
         return path

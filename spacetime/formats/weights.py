@@ -7,7 +7,6 @@ import os
 import pickle
 import re
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from safetensors import safe_open
 from torch import Tensor, nn
 
 from spacetime.errors import CheckpointError
+from spacetime.tempfiles import temp_file, temp_folder
 
 _TORCH_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 WEIGHT_SUFFIXES = (".safetensors", *_TORCH_SUFFIXES)
@@ -50,17 +50,15 @@ def read_weights_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        if found is None:
-            detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(e))
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if found is not None:
             raise CheckpointError(
-                f"{path}: corrupt or truncated checkpoint, or one holding more than tensors "
-                f"({detail.group(1) if detail else _reason(e)})"
+                f"{path}: holds code, refused: reading it would call {found.group(1)}; only "
+                "tensors are read from pickle checkpoints, and nothing in them is ever run"
             ) from None
         raise CheckpointError(
-            f"{path}: refused to load: the pickle asks for the Python object {found.group(1)}; "
-            "only tensors are read from pickle checkpoints and nothing in them is executed. "
-            "Convert it to .safetensors with a tool you trust."
+            f"{path}: corrupt or truncated checkpoint, or one holding more than tensors, "
+            f"refused ({_unpickle_reason(e)})"
         ) from None
     except Exception as e:  # torch reports damage as RuntimeError, EOFError, KeyError, ...
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({_reason(e)})") from None
@@ -74,6 +72,17 @@ def read_weights_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
     if not tensors:
         raise CheckpointError(f"{path}: no tensors in this checkpoint")
     return tensors, {}
+
+
+def _unpickle_reason(e: Exception) -> str:
+    """torch's refusal without its advice to retry with weights_only=False (which would run the
+    file's code)."""
+    lines = [
+        line.strip()
+        for line in str(e).splitlines()
+        if line.strip() and "weights_only" not in line and not line.startswith("Check the docum")
+    ]
+    return lines[0] if lines else type(e).__name__
 
 
 def _reason(e: Exception) -> str:
@@ -95,13 +104,23 @@ def find_weights(folder: Path, stem: str) -> list[Path]:
             return [single]
         index = folder / f"{stem}{suffix}.index.json"
         if index.is_file():
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            return [folder / s for s in shards]
+            return _shards(index)
     for variant in ("fp16", "bf16"):
         single = folder / f"{stem}.{variant}.safetensors"
         if single.is_file():
             return [single]
     raise CheckpointError(f"no weights in {folder}: expected {stem}.safetensors")
+
+
+def _shards(index: Path) -> list[Path]:
+    """The shard files a `*.index.json` names (each must sit beside it)."""
+    weight_map = read_json(index).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointError(f"damaged shard index {index}: no weight_map of tensor → file")
+    names = set(weight_map.values())
+    if not all(isinstance(n, str) and n and Path(n).name == n for n in names):
+        raise CheckpointError(f"damaged shard index {index}: weight_map must name files beside it")
+    return [index.parent / n for n in sorted(names)]
 
 
 def read_component(folder: Path, stem: str) -> dict[str, Tensor]:
@@ -115,9 +134,12 @@ def read_json(path: Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"missing {path}")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        document = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"corrupt JSON in {path}: {e}") from None
+    if not isinstance(document, dict):
+        raise CheckpointError(f"corrupt JSON in {path}: expected an object, got {document!r:.40}")
+    return document
 
 
 def load_into(module: nn.Module, state_dict: dict[str, Tensor], what: str) -> nn.Module:
@@ -168,9 +190,10 @@ def atomic_folder(folder: Path, fill: Callable[[Path], None], overwrite: bool = 
     if folder.exists() and not overwrite:
         raise CheckpointError(f"{folder} exists; pass overwrite=True to replace it")
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    tmp = temp_folder(folder.parent)
     try:
         fill(tmp)
+        _as_if_created(tmp)
         if folder.exists():
             shutil.rmtree(folder)
         tmp.rename(folder)
@@ -180,21 +203,28 @@ def atomic_folder(folder: Path, fill: Callable[[Path], None], overwrite: bool = 
     return folder
 
 
+def _as_if_created(root: Path) -> None:
+    """Give a folder assembled in a private temp dir (0700, and some writers' 0600 files) the
+    modes that mkdir() and open() give anything new (0777/0666 less the umask)."""
+    mask = _umask()
+    for path in (root, *root.rglob("*")):
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Write through a temporary sibling and rename, so a failure never leaves a partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = temp_file(path.parent)
     try:
-        # mkstemp makes the file private (0600); the result should have the permissions any new
-        # file gets (0666 less the umask), as open() would give it.
-        os.chmod(tmp, 0o666 & ~_umask())
         write(Path(tmp))
+        # mkstemp makes the file private (0600), and writers that replace it (safetensors) too;
+        # the result gets the permissions any new file gets (0666 less the umask), as from open().
+        os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb+") as f:  # the data is on disk before the name points at it
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

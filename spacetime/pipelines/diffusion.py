@@ -15,9 +15,9 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from spacetime import sampling
+from spacetime import checks, sampling
 from spacetime.context import DEFAULT_FRAMES, ContextWindows, windowed
-from spacetime.errors import SpacetimeError
+from spacetime.errors import ArgumentTypeError, ArgumentValueError, SpacetimeError
 from spacetime.formats.diffusers import Components
 from spacetime.free_init import FreeInit
 from spacetime.models.vae import AutoencoderKL
@@ -72,34 +72,34 @@ class GenerationRequest:
     free_init: FreeInit | None = None
 
     def __post_init__(self):
+        """Every field alone and in combination, named in the error (spacetime.checks)."""
+        checks.prompts("prompt", self.prompts)
+        checks.prompts("negative_prompt", self.negative_prompts)
         if not self.prompts:
-            raise SpacetimeError("at least one prompt is needed")
+            raise ArgumentValueError("at least one prompt is needed")
         if len(self.negative_prompts) not in (0, len(self.prompts)):
-            raise SpacetimeError(
+            raise ArgumentValueError(
                 f"{len(self.negative_prompts)} negative prompts for {len(self.prompts)} prompts"
             )
-        if self.steps < 1:
-            raise SpacetimeError(f"steps must be >= 1, got {self.steps}")
-        if self.guidance < 0:
-            raise SpacetimeError(f"guidance must be >= 0, got {self.guidance}")
-        if self.eta < 0:
-            raise SpacetimeError(f"eta must be >= 0, got {self.eta}")
-        if self.scheduler not in sampling.SAMPLERS:
-            raise SpacetimeError(
-                f"scheduler must be one of {', '.join(sampling.SAMPLERS)}, got {self.scheduler!r}"
-            )
+        checks.integer("steps", self.steps, 1)
+        checks.number("guidance", self.guidance, 0.0)
+        checks.sampler_options(self.scheduler, self.karras, self.eta)
+        checks.seed(self.seed)
         for name in ("height", "width"):
-            value = getattr(self, name)
+            value = checks.integer(name, getattr(self, name))
             if value < 8 or value % 8:
-                raise SpacetimeError(f"{name} must be a positive multiple of 8, got {value}")
-        if self.frames < 1:
-            raise SpacetimeError(f"frames must be >= 1, got {self.frames}")
-        if self.num_images < 1:
-            raise SpacetimeError(f"num_images must be >= 1, got {self.num_images}")
-        if self.context_overlap is not None and self.context_overlap < 0:
-            raise SpacetimeError(f"context_overlap must be >= 0, got {self.context_overlap}")
+                raise ArgumentValueError(f"{name} must be a positive multiple of 8, got {value}")
+        checks.integer("frames", self.frames, 1)
+        checks.integer("num_images", self.num_images, 1)
+        if self.clip_skip is not None:
+            checks.integer("clip_skip", self.clip_skip, 0)
+        if self.context_overlap is not None:
+            checks.integer("context_overlap", self.context_overlap, 0)
         if self.context_frames is not None:
+            checks.integer("context_frames", self.context_frames, 1)
             self.windows(self.context_frames)  # validates the pair
+        if self.free_init is not None and not isinstance(self.free_init, FreeInit):
+            raise ArgumentTypeError(f"free_init must be a FreeInit or None, got {self.free_init!r}")
 
     def windows(self, frames: int) -> ContextWindows:
         """Windows of `frames` frames with the requested overlap (default: a quarter window)."""
@@ -163,6 +163,20 @@ class DiffusionPipeline:
             return None
         return windows if req.frames > windows.frames else None
 
+    def check_request(self, req: GenerationRequest) -> None:
+        """Limits that follow from this model: steps within its noise schedule, clip_skip within
+        its text encoder."""
+        schedule_length = self.components.schedule.num_train_timesteps
+        if req.steps > schedule_length:
+            raise ArgumentValueError(
+                f"steps must be <= {schedule_length} (the model's noise schedule), got {req.steps}"
+            )
+        layers = self.components.text_encoder.model.config.num_hidden_layers
+        if req.clip_skip is not None and req.clip_skip >= layers:
+            raise ArgumentValueError(
+                f"clip_skip must be < {layers} (the text encoder's layers), got {req.clip_skip}"
+            )
+
     @torch.no_grad()
     def encode_prompts(self, req: GenerationRequest) -> tuple[Tensor, Tensor | None]:
         """(b·n, 77, d) conditional and unconditional embeddings, repeated per image (diffusers order)."""
@@ -191,6 +205,7 @@ class DiffusionPipeline:
         `on_step(step, timestep, x0)` sees each step's estimate of the clean latents, counting
         steps over all FreeInit passes: what the sample looks like at that noise level."""
         c = self.components
+        self.check_request(req)
         factor = c.vae.config.downscale
         if req.height % factor or req.width % factor:
             raise SpacetimeError(

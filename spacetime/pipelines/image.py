@@ -9,17 +9,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from spacetime import checks
+from spacetime.devices import check_device
+from spacetime.errors import ArgumentTypeError
 from spacetime.formats.diffusers import Components, save_diffusers
-from spacetime.formats.load import load_components
+from spacetime.formats.load import load_components, shipped
 from spacetime.formats.lora import read_lora
 from spacetime.models.lora import Adapters
 from spacetime.pipelines.diffusion import DiffusionPipeline, GenerationRequest
 
-
-def _as_tuple(p: str | Sequence[str] | None) -> tuple[str, ...]:
-    if p is None:
-        return ()
-    return (p,) if isinstance(p, str) else tuple(p)
+# What a call may set besides the prompts; the pipeline decides the rest.
+OPTIONS = frozenset(GenerationRequest.__dataclass_fields__) - {"prompts", "negative_prompts"}
 
 
 class ImagePipeline(DiffusionPipeline):
@@ -36,10 +36,16 @@ class ImagePipeline(DiffusionPipeline):
 
     @classmethod
     def from_pretrained(
-        cls, model: str | os.PathLike, device: str | torch.device = "cpu", precision: str = "auto"
+        cls,
+        model: str | os.PathLike | None = None,
+        device: str | torch.device = "cpu",
+        precision: str = "auto",
     ) -> ImagePipeline:
-        """Load weights and cast them once to `precision` (auto: bf16 on AMX CPUs, fp16 on CUDA)."""
-        return cls(load_components(model), device, precision)
+        """Load weights and cast them once to `precision` (auto: bf16 on AMX CPUs, fp16 on CUDA).
+        `model` None is the image model shipped in the package."""
+        device = check_device(device)
+        checks.choice("precision", precision, checks.PRECISIONS)
+        return cls(load_components(shipped("image") if model is None else model), device, precision)
 
     def save_pretrained(self, path: str | os.PathLike, overwrite: bool = False) -> None:
         save_diffusers(self.components, path, overwrite=overwrite)
@@ -87,7 +93,13 @@ class ImagePipeline(DiffusionPipeline):
         **options,
     ) -> GenerationRequest:
         """Validate arguments into a request (raises SpacetimeError naming the bad value)."""
-        prompts, negatives = _as_tuple(prompt), _as_tuple(negative_prompt)
+        prompts = checks.prompts("prompt", prompt)
+        negatives = checks.prompts("negative_prompt", negative_prompt, allow_none=True)
+        unknown = sorted(set(options) - OPTIONS)
+        if unknown:
+            raise ArgumentTypeError(
+                f"unknown option {', '.join(unknown)}; expected one of {', '.join(sorted(OPTIONS))}"
+            )
         if len(negatives) == 1 and len(prompts) > 1:
             negatives = negatives * len(prompts)
         return GenerationRequest(
@@ -109,12 +121,29 @@ class ImagePipeline(DiffusionPipeline):
     ) -> np.ndarray:
         """Images for the prompt(s); options are GenerationRequest fields (steps, guidance,
         scheduler, karras, eta, seed, height, width, num_images, clip_skip)."""
-        req = self.request(prompt, negative_prompt, **options)
+        if "frames" in options:
+            raise ArgumentTypeError(
+                "frames: an ImagePipeline makes images; VideoPipeline makes clips"
+            )
+        return self.generate(self.request(prompt, negative_prompt, **options), precision, progress)
+
+    def generate(
+        self,
+        req: GenerationRequest,
+        precision: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:
+        """Pixels for a validated request: (n, h, w, 3), or (n, t, h, w, 3) for clips."""
+        if precision is not None:
+            checks.choice("precision", precision, checks.PRECISIONS)
         return self.decode(self.sample_latents(req, precision, progress), precision)
 
 
 def load_pipeline(
-    model: str | os.PathLike, device: str | torch.device = "cpu", precision: str = "auto"
+    model: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    precision: str = "auto",
 ) -> ImagePipeline:
-    """Load a text-to-image pipeline from a diffusers folder, a single-file checkpoint or a hub id."""
+    """Load a text-to-image pipeline from a diffusers folder, a single-file checkpoint or a hub
+    id; None (the default, as for VideoPipeline) is the image model shipped in the package."""
     return ImagePipeline.from_pretrained(model, device, precision)

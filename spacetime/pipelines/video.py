@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from spacetime import checks
+from spacetime.devices import check_device
 from spacetime.formats.load import default_model, load_components, shipped
 from spacetime.formats.motion import (
     load_motion_adapter,
@@ -50,6 +52,8 @@ class VideoPipeline(ImagePipeline):
         model's own image VAE (the default for models given by path). A motion package that
         records a FreeInit in its config.json (the shipped world module does, as its card says)
         samples with it unless `enable_free_init` / `disable_free_init` say otherwise."""
+        device = check_device(device)
+        checks.choice("precision", precision, checks.PRECISIONS)
         if model is None:
             model = shipped("image")
             motion = motion or default_model("motion")
@@ -88,12 +92,6 @@ class VideoPipeline(ImagePipeline):
         (spacetime.context), by default in 16-frame windows once the clip outgrows the motion
         modules' frame positions; and `free_init` (a FreeInit, or None for one plain pass),
         which defaults to the pipeline's own (`enable_free_init`)."""
-        clips = super().__call__(
-            prompt,
-            negative_prompt,
-            frames=frames,
-            precision=precision,
-            progress=progress,
-            **options,
-        )
+        req = self.request(prompt, negative_prompt, frames=frames, **options)
+        clips = self.generate(req, precision, progress)
         return clips if clips.ndim == 5 else clips[:, None]  # one frame: (n, 1, h, w, 3)

@@ -8,7 +8,9 @@ from collections.abc import Callable
 import torch
 import trimesh
 
-from spacetime.errors import SpacetimeError
+from spacetime import checks
+from spacetime.devices import check_device
+from spacetime.errors import ArgumentTypeError, ArgumentValueError, SpacetimeError
 from spacetime.formats.diffusers import Components
 from spacetime.threed.export import extract_mesh
 from spacetime.threed.guidance import Guidance, MultiViewGuidance, SingleViewGuidance
@@ -62,6 +64,34 @@ def make_guidance(
     return MultiViewGuidance(components, prompt, negative_prompt, SDSConfig(guidance=scale))
 
 
+MAX_STEPS = 100_000  # ~10 hours at the CPU's ~0.4 s a step: more is a typo, not a plan
+MAX_RESOLUTION = 512  # 512^3 lattice values already take 0.5 GB
+
+
+def check_arguments(
+    prompt: object,
+    negative_prompt: object = "",
+    steps: object = None,
+    seed: object = 0,
+    guidance: object = None,
+    resolution: object = 128,
+    single_view: object = False,
+) -> None:
+    """text_to_mesh's arguments, each named in the error; no model needed."""
+    for name, text in (("prompt", prompt), ("negative_prompt", negative_prompt)):
+        if not isinstance(text, str):
+            raise ArgumentTypeError(f"{name} must be a string, got {text!r:.80}")
+    if not prompt.strip():
+        raise ArgumentValueError("the prompt is empty")
+    if steps is not None:
+        checks.integer("steps", steps, 1, MAX_STEPS)
+    checks.seed(seed)
+    if guidance is not None:
+        checks.number("guidance", guidance, 0.0)
+    checks.integer("resolution", resolution, 8, MAX_RESOLUTION)
+    checks.flag("single_view", single_view)
+
+
 def text_to_mesh(
     prompt: str,
     model: str | os.PathLike | Components | None = None,
@@ -80,14 +110,14 @@ def text_to_mesh(
     model: a path, a hub id, loaded Components (used where they are), or None for the shipped
     default; steps: Adam steps (None: DEFAULT_STEPS); resolution: marching-cubes lattice points per
     axis; device: where a model given by name is loaded and the field trains."""
-    if not prompt.strip():
-        raise SpacetimeError("the prompt is empty")
+    check_arguments(prompt, negative_prompt, steps, seed, guidance, resolution, single_view)
+    device = check_device(device)
     cfg = OptimiseConfig(seed=seed) if steps is None else OptimiseConfig(steps=steps, seed=seed)
-    if guidance is not None:
-        SDSConfig(guidance=guidance)  # validates it before any loading
-    if resolution < 8:
-        raise SpacetimeError(f"marching cubes resolution must be >= 8, got {resolution}")
     if not isinstance(model, Components):
+        if model is not None and not isinstance(model, str | os.PathLike):
+            raise ArgumentTypeError(
+                f"model must be a path, a hub id, Components or None, got {model!r:.80}"
+            )
         model = load_model(default_model_for(single_view) if model is None else model, device)
     guide = make_guidance(model, prompt, negative_prompt, single_view, guidance)
     field = optimise(guide, cfg, progress)

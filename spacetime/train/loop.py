@@ -19,6 +19,8 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
+from spacetime.errors import CheckpointError
+from spacetime.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from spacetime.train.config import TrainConfig
 from spacetime.train.ema import EMA, Counter
 
@@ -111,11 +113,13 @@ def train(
     module, opt = accelerator.prepare(module, opt)
     ema = EMA(accelerator.unwrap_model(module), cfg.ema_decay)  # on the training device
     counter = Counter()
-    accelerator.register_for_checkpointing(ema, counter, sched)
+    # Checkpointed by spacetime.train.checkpoint, never by accelerate's pickles.
+    stateful = {"module": accelerator.unwrap_model(module), "optimizer": opt, "scheduler": sched,
+                "ema": ema, "counter": counter}  # fmt: skip
 
     found = checkpoints(ckpt_root) if resume else []
     if found:
-        accelerator.load_state(str(found[-1]))
+        _load_checkpoint(found[-1], stateful)
         accelerator.print(f"resumed from {found[-1]} (step {counter.step})")
 
     last = min(cfg.stop_after or cfg.steps, cfg.steps)
@@ -152,7 +156,7 @@ def train(
             log.write(json.dumps(entry) + "\n")
             log.flush()
         if counter.step % cfg.checkpoint_every == 0 or counter.step == last or out_of_time:
-            _save_checkpoint(accelerator, ckpt_root, counter.step, KEEP_CHECKPOINTS)
+            _save_checkpoint(accelerator, ckpt_root, counter.step, KEEP_CHECKPOINTS, stateful)
         if out_of_time:
             accelerator.print(f"stopping at step {counter.step}: max_minutes={cfg.max_minutes}")
             break
@@ -176,12 +180,29 @@ def train(
     return model_dir
 
 
-def _save_checkpoint(accelerator, root: Path, step: int, keep: int) -> None:
-    """Save to a hidden folder, then rename: a kill mid-save never leaves a bad 'latest'."""
+def _load_checkpoint(folder: Path, stateful: dict) -> None:
+    """Restore every object's state from a pickle-free checkpoint (see train/checkpoint.py)."""
+    state = load_checkpoint(folder)
+    try:
+        for name, obj in stateful.items():
+            obj.load_state_dict(state[name])
+        set_rng_state(state["rng"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(
+            f"checkpoint {folder} does not fit this run ({type(e).__name__}: {e}); "
+            "start over with --no-resume or another --out"
+        ) from None
+
+
+def _save_checkpoint(accelerator, root: Path, step: int, keep: int, stateful: dict) -> None:
+    """Save to a hidden folder, then rename: a kill mid-save never leaves a bad 'latest'.
+    All ranks hold the same weights, optimizer and counters (DDP), so rank 0 writes them."""
     tmp = root / f".step_{step}"
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        if tmp.exists():  # left by a kill mid-save
+            shutil.rmtree(tmp)
+        state = {name: obj.state_dict() for name, obj in stateful.items()}
+        save_checkpoint(tmp, {**state, "rng": rng_state()})
         final = root / f"step_{step}"
         if final.exists():
             shutil.rmtree(final)
