@@ -77,8 +77,37 @@ def add_sampling_flags(parser: argparse.ArgumentParser, steps: int = 20) -> None
         default="auto",
         help="auto = bf16 on CPUs with AMX/AVX512-BF16, fp16 on CUDA, else fp32",
     )
+    add_lora_flag(parser, "--lora", "a LoRA on the image model's layers (kohya/A1111 or PEFT)")
     add_device_flag(parser)
     add_force_flag(parser)
+
+
+def add_lora_flag(parser: argparse.ArgumentParser, flag: str, what: str) -> None:
+    parser.add_argument(
+        flag,
+        action="append",
+        default=[],
+        metavar="PATH[:WEIGHT]",
+        help=f"{what}, a .safetensors file, at WEIGHT (default 1); repeatable, adapters stack",
+    )
+
+
+def check_loras(values: list[str]) -> list[tuple[str, float]]:
+    """`PATH[:WEIGHT]` values → (path, weight), each file present, before any weights load."""
+    from spacetime.errors import ArgumentValueError
+    from spacetime.formats.lora import parse_lora_arg
+
+    loras = [parse_lora_arg(value) for value in values]
+    for path, _ in loras:
+        if not Path(path).is_file():
+            what = "a folder" if Path(path).is_dir() else "no such file"
+            raise ArgumentValueError(f"LoRA {path}: {what}")
+    return loras
+
+
+def load_loras(pipe, loras: list[tuple[str, float]], motion: bool = False) -> None:
+    for path, weight in loras:
+        pipe.load_lora(path, weight=weight, motion=motion)
 
 
 @dataclass(frozen=True)

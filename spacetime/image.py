@@ -8,7 +8,9 @@ from spacetime.cli import (
     Parser,
     add_sampling_flags,
     check_generation,
+    check_loras,
     entry_point,
+    load_loras,
     progress_bar,
     run,
     warn_unknown_words,
@@ -44,12 +46,14 @@ def main(argv: list[str] | None = None) -> None:
         count = checks.integer("num_images", args.num_images, 1)
         for path in numbered(args.out, count):
             check_writable(path, IMAGE_SUFFIXES)
+        loras = check_loras(args.lora)
         options, model, device = check_generation(
             args, num_images=args.num_images, clip_skip=args.clip_skip
         )
         from spacetime.pipelines.image import ImagePipeline
 
         pipe = ImagePipeline.from_pretrained(model, device, args.precision)
+        load_loras(pipe, loras)
         warn_unknown_words(pipe, args.prompt, args.negative_prompt)
         images = pipe(
             args.prompt, args.negative_prompt, height=args.height, width=args.width,

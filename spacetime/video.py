@@ -7,9 +7,12 @@ from pathlib import Path
 
 from spacetime.cli import (
     Parser,
+    add_lora_flag,
     add_sampling_flags,
     check_generation,
+    check_loras,
     entry_point,
+    load_loras,
     progress_bar,
     run,
     warn_unknown_words,
@@ -46,7 +49,8 @@ def parser() -> Parser:
         metavar="N",
         help="FreeInit: sample N times, each pass starting from the last clip's low frequencies "
         "(steadier colour and layout across frames, N times the sampling time); 0 = off "
-        "(default: 3 with the shipped world model and its motion module, off otherwise)",
+        "(default: what the motion package's config.json records, 3 for the shipped world "
+        "module; off otherwise)",
     )
     p.add_argument(
         "--free-init-fast",
@@ -63,6 +67,7 @@ def parser() -> Parser:
         help="motion module: a diffusers MotionAdapter folder or an original AnimateDiff file "
         "(mm_sd_v15*.safetensors); default: the shipped one",
     )
+    add_lora_flag(p, "--motion-lora", "a motion LoRA on the motion modules (e.g. a camera move)")
     p.add_argument(
         "--vae",
         type=Path,
@@ -117,6 +122,8 @@ def main(argv: list[str] | None = None) -> None:
         for flag, path in (("--motion", args.motion), ("--vae", args.vae)):
             if path is not None and not path.exists():
                 raise ArgumentValueError(f"{flag}: nothing at {path.absolute()}")
+        loras = check_loras(args.lora)
+        motion_loras = check_loras(args.motion_lora)
         options, model, device = check_generation(
             args,
             frames=args.frames,
@@ -138,6 +145,8 @@ def main(argv: list[str] | None = None) -> None:
                 "this model has no temporal layers: give --motion (a diffusers MotionAdapter "
                 "folder or an AnimateDiff file), or --frames 1 for an image"
             )
+        load_loras(pipe, loras)
+        load_loras(pipe, motion_loras, motion=True)
         warn_unknown_words(pipe, args.prompt, args.negative_prompt)
         clip = pipe(
             args.prompt, args.negative_prompt, height=args.height, width=args.width,

@@ -99,6 +99,9 @@ SAMPLING_CASES = [
         "CUDA device(s)" if CUDA_BUILD else "this torch build has no CUDA support",
     ),
     (["--stpes", "3"], "unrecognized arguments: --stpes 3"),
+    (["--lora", "no/such.safetensors"], "LoRA no/such.safetensors: no such file"),
+    (["--lora", "{bad}:0.5"], "a folder"),
+    (["--lora", "x.safetensors:nan"], "LoRA weight must be a finite number, got 'nan'"),
     *MODEL_CASES,
 ]
 
@@ -134,6 +137,7 @@ VIDEO_CASES = [
     (["--vae", "blocker", "--vae-per-frame"], "--vae and --vae-per-frame exclude each other"),
     (["--motion", "no/such/motion"], "--motion: nothing at"),
     (["--vae", "no/such/vae"], "--vae: nothing at"),
+    (["--motion-lora", "no/such.safetensors:0.8"], "LoRA no/such.safetensors: no such file"),
     (["--out", "x.avi"], "extension must be one of .mp4, .gif, .webp"),
     (["--out", "folder.mp4"], "cannot write folder.mp4: it is a folder"),
     (["--out", "full"], "cannot write frames into full: the folder is not empty"),

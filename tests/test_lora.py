@@ -439,3 +439,34 @@ def test_parse_lora_arg(text, expected):
 def test_parse_lora_arg_refuses_infinite_weights():
     with pytest.raises(SpacetimeError, match="finite"):
         parse_lora_arg("a.safetensors:inf")
+
+
+def test_cli_flags_stack_loras_as_the_python_api_does(tmp_path):
+    """`--lora PATH:WEIGHT` (repeatable) on the default world model gives the pipeline's image for
+    the same adapters; `--motion-lora` refuses a file that is not a motion LoRA."""
+    from PIL import Image
+
+    from spacetime import image, video
+
+    pipe = ImagePipeline.from_pretrained(precision="fp32")
+    unet, text = pipe.components.unet, pipe.components.text_encoder.model
+    style = write_kohya(tmp_path / "style.safetensors", factors(layers(unet, STYLE), 4, 3),
+                        factors(layers(text, TEXT), 4, 4), alpha=2.0)  # fmt: skip
+    tint = write_kohya(tmp_path / "tint.safetensors", factors(layers(unet, ("attn2",)), 2, 5),
+                       {}, alpha=2.0)  # fmt: skip
+    run = dict(steps=4, seed=3)
+    plain = pipe("a red circle", **run)[0]
+    pipe.load_lora(style, weight=0.6)
+    pipe.load_lora(tint, weight=-0.4)
+    want = pipe("a red circle", **run)[0]
+    assert max_diff(want, plain) > 30
+
+    out = tmp_path / "lora.png"
+    flags = ["--lora", f"{style}:0.6", "--lora", f"{tint}:-0.4", "--precision", "fp32"]
+    image.main(["a red circle", "--steps", "4", "--seed", "3", *flags, "--out", str(out)])
+    assert np.array_equal(np.asarray(Image.open(out).convert("RGB")), want)
+
+    with pytest.raises(SystemExit) as exit_:
+        video.main(["a red circle moving right", "--motion-lora", str(style), "--frames", "2",
+                    "--steps", "1", "--out", str(tmp_path / "c.gif")])  # fmt: skip
+    assert exit_.value.code == 2 and not (tmp_path / "c.gif").exists()

@@ -11,7 +11,7 @@ import torch
 
 from spacetime import checks
 from spacetime.devices import check_device
-from spacetime.errors import ArgumentTypeError
+from spacetime.errors import ArgumentTypeError, CheckpointError
 from spacetime.formats.diffusers import Components, save_diffusers
 from spacetime.formats.load import load_components, shipped
 from spacetime.formats.lora import read_lora
@@ -51,18 +51,30 @@ class ImagePipeline(DiffusionPipeline):
         save_diffusers(self.components, path, overwrite=overwrite)
 
     def load_lora(
-        self, path: str | os.PathLike, name: str | None = None, weight: float = 1.0
+        self,
+        path: str | os.PathLike,
+        name: str | None = None,
+        weight: float = 1.0,
+        motion: bool = False,
     ) -> str:
         """Add a LoRA file (kohya/A1111, PEFT/diffusers or AnimateDiff motion LoRA; U-Net and
         text-encoder layers alike) as adapter `name` (default: the file's stem) at `weight`, on
-        top of those already loaded; returns its name. If any layer does not fit the model,
-        a CheckpointError names it and the model is left as it was."""
+        top of those already loaded; returns its name. `motion`: the file must be a motion LoRA
+        (motion-module layers only). If any layer does not fit the model, a CheckpointError
+        names it and the model is left as it was."""
         if name is None:
             stem = name = Path(path).stem
             n = 2
             while name in self.lora.weights:  # the same stem twice, e.g. from two folders
                 name, n = f"{stem}-{n}", n + 1
-        self.lora.add(name, read_lora(path, self.lora.layer_names()), weight)
+        factors = read_lora(path, self.lora.layer_names())
+        spatial = [key for key in factors if ".motion_modules." not in key]
+        if motion and spatial:
+            raise CheckpointError(
+                f"{path} is not a motion LoRA: it adapts {', '.join(spatial[:3])} (pass it as an "
+                "image LoRA instead)"
+            )
+        self.lora.add(name, factors, weight)
         return name
 
     def set_lora_weights(self, weights: Mapping[str, float]) -> None:
