@@ -16,8 +16,8 @@ from spacetime.formats.video_vae import load_video_vae, save_video_vae
 from spacetime.formats.weights import read_component
 from spacetime.models.presets import TINY_VAE
 from spacetime.models.vae import AutoencoderKL, VAEConfig
-from spacetime.models.video_vae import VideoVAE, VideoVAEConfig, crossfade, temporal_windows
-from spacetime.windows import spread
+from spacetime.models.video_vae import VideoVAE, VideoVAEConfig, temporal_windows
+from spacetime.windows import crossfade, spread
 
 # diffusers fixes 32 norm groups, so channels are multiples of 32. "l1": the mid block's attention
 # never runs; "l3": its third resnet never runs (diffusers' own quirks, reproduced).
