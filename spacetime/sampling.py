@@ -316,19 +316,32 @@ def to_epsilon(prediction: Tensor, x_t: Tensor, abar: Tensor, prediction_type: s
     raise ValueError(f"unknown prediction type {prediction_type!r}")
 
 
+def to_x0(prediction: Tensor, x_t: Tensor, abar: Tensor, prediction_type: str) -> Tensor:
+    """The clean sample x0 that a network's output implies at x_t (the inverse of `to_epsilon`'s
+    forward process), computed directly: through ε it would cancel at high noise."""
+    if prediction_type == "epsilon":
+        return (x_t - (1 - abar).sqrt() * prediction) / abar.sqrt()
+    if prediction_type == "v_prediction":
+        return abar.sqrt() * x_t - (1 - abar).sqrt() * prediction
+    if prediction_type == "sample":
+        return prediction
+    raise ValueError(f"unknown prediction type {prediction_type!r}")
+
+
 def model_denoiser(
     model_fn: Callable[[Tensor, Tensor], Tensor], schedule: NoiseSchedule
 ) -> Denoiser:
-    """Wrap a network predicting eps, v or x0 from x_t as a sigma-space denoiser (Karras 2022):
-    x0 = x − σ ε, with ᾱ = 1 / (1 + σ²)."""
+    """Wrap a network predicting eps, v or x0 from x_t as a sigma-space denoiser (Karras 2022),
+    ᾱ = 1 / (1 + σ²). An ε network's x0 is x − σ ε in sigma space (as diffusers' Euler computes
+    it); v and x0 networks go through `to_x0`."""
     prediction_type = schedule.prediction_type
 
     def denoiser(x: Tensor, sigma: Tensor, timestep: Tensor) -> Tensor:
         x_t = to_network_space(x, sigma)
         out = model_fn(x_t, timestep)
-        if prediction_type == "sample":
-            return out
-        return x - sigma * to_epsilon(out, x_t, 1 / (sigma**2 + 1), prediction_type)
+        if prediction_type == "epsilon":
+            return x - sigma * out
+        return to_x0(out, x_t, 1 / (sigma**2 + 1), prediction_type)
 
     return denoiser
 

@@ -23,6 +23,7 @@ from spacetime.sampling import (  # noqa: E402
     sample,
     to_epsilon,
     to_network_space,
+    to_x0,
 )
 
 SPACINGS = ("leading", "trailing", "linspace")
@@ -331,8 +332,9 @@ def test_classifier_free_guidance_one_batched_call():
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
-def test_to_epsilon_recovers_the_noise_from_any_prediction(prediction_type):
-    """x_t = √ᾱ x0 + √(1−ᾱ) ε; a network's exact ε, v = √ᾱ ε − √(1−ᾱ) x0 or x0 all give ε back."""
+def test_to_epsilon_and_to_x0_recover_noise_and_sample_from_any_prediction(prediction_type):
+    """x_t = √ᾱ x0 + √(1−ᾱ) ε; a network's exact ε, v = √ᾱ ε − √(1−ᾱ) x0 or x0 all give ε and x0
+    back."""
     g = torch.Generator().manual_seed(0)
     x0, eps = torch.randn(2, 4, 3, 8, 8, generator=g), torch.randn(2, 4, 3, 8, 8, generator=g)
     abar = NoiseSchedule().alphas_cumprod[torch.tensor(400)].float()
@@ -343,5 +345,7 @@ def test_to_epsilon_recovers_the_noise_from_any_prediction(prediction_type):
         "sample": x0,
     }[prediction_type]
     torch.testing.assert_close(to_epsilon(prediction, x_t, abar, prediction_type), eps)
-    with pytest.raises(ValueError, match="unknown prediction type 'flow'"):
-        to_epsilon(prediction, x_t, abar, "flow")
+    torch.testing.assert_close(to_x0(prediction, x_t, abar, prediction_type), x0)
+    for convert in (to_epsilon, to_x0):
+        with pytest.raises(ValueError, match="unknown prediction type 'flow'"):
+            convert(prediction, x_t, abar, "flow")
