@@ -11,7 +11,7 @@ T = {"start": time.time()}
 import json  # noqa: E402  (after the first timestamp: import time is a phase)
 import sys  # noqa: E402
 
-from spacetime.cli import pick_device  # noqa: E402
+from spacetime.devices import pick_device  # noqa: E402
 from spacetime.image import parser  # noqa: E402
 from spacetime.media import IMAGE_SUFFIXES, check_writable, write_image  # noqa: E402
 from spacetime.pipelines.diffusion import GenerationRequest  # noqa: E402, F401 (the CLI imports it)
