@@ -253,9 +253,12 @@ def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path, delay):
     import signal
     import time
 
+    # As from a terminal: a shell without job control starts background jobs with SIGINT
+    # ignored, and a CI runner may run this suite as one; Ctrl-C at a prompt is SIG_DFL.
     proc = subprocess.Popen(
         [sys.executable, "-m", "spacetime.video", "a red circle moving right", "--steps", "2"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
