@@ -16,7 +16,13 @@ from spacetime.cli import Parser, entry_point, run
 def parser() -> Parser:
     p = Parser(prog="python -m spacetime.train", description=__doc__,
                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("config", nargs="?", type=Path, help="YAML file overriding TrainConfig fields")
+    p.add_argument(
+        "config",
+        nargs="?",
+        type=Path,
+        help="YAML recipe: `task:` (vae, text2image, motion, video_vae, multiview) picks the "
+        "task, the other keys override its typed fields (see configs/)",
+    )
     p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, log, model/")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config field (repeatable), e.g. --set steps=100")  # fmt: skip
