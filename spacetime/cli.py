@@ -164,22 +164,20 @@ def check_generation(args: argparse.Namespace, **extra) -> tuple[dict, Path, obj
         steps=args.steps, guidance=args.guidance, scheduler=args.scheduler, karras=args.karras,
         eta=args.eta, seed=args.seed, **extra,
     )  # fmt: skip
-    negatives = () if args.negative_prompt is None else (args.negative_prompt,)
-    req = GenerationRequest(
-        (args.prompt,), negatives, height=args.height or 512, width=args.width or 512, **options
-    )
     device = pick_device(args.device)
     model = resolve(base_model(args))
     facts = ModelFacts.of(model)
+    size = facts.sample_size * facts.downscale  # the model's default; 0 is checked, not replaced
+    height = size if args.height is None else args.height
+    width = size if args.width is None else args.width
+    negatives = () if args.negative_prompt is None else (args.negative_prompt,)
+    req = GenerationRequest((args.prompt,), negatives, height=height, width=width, **options)
     if args.steps > facts.schedule_length:
         raise ArgumentValueError(
             f"steps must be <= {facts.schedule_length} (the model's noise schedule), "
             f"got {args.steps}"
         )
-    size = facts.sample_size * facts.downscale
-    check_memory(
-        args, device, args.height or size, args.width or size, req.frames, req.num_images, facts
-    )
+    check_memory(args, device, height, width, req.frames, req.num_images, facts)
     return options, model, device
 
 

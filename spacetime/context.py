@@ -56,6 +56,7 @@ class ContextWindows:
 def windowed(net: Net, windows: ContextWindows) -> Net:
     """`net` over overlapping frame windows, blended: sum_w weight_w·net(x_w) / sum_w weight_w.
     Clips of at most `windows.frames` frames take the plain call, so short clips are unchanged."""
+    weight = windows.weights()
 
     def run(x_t: Tensor, timestep: Tensor, context: Tensor) -> Tensor:
         total = x_t.shape[2]
@@ -65,7 +66,7 @@ def windowed(net: Net, windows: ContextWindows) -> Net:
         out = norm = None
         for lo, hi in windows.spans(total):
             pred = net(x_t[:, :, lo:hi], timestep, context)  # (b, c, window, h, w)
-            w = windows.weights().to(pred.device, pred.dtype)
+            w = weight.to(pred.device, pred.dtype)
             if out is None:
                 out = pred.new_zeros((*pred.shape[:2], total, *pred.shape[3:]))
                 norm = pred.new_zeros(total)

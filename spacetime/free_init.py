@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from spacetime.errors import SpacetimeError
+from spacetime import checks
 from spacetime.sampling import add_noise
 
 # One sampling run: unit-variance initial noise and a step count → clean latents (network space).
@@ -38,16 +38,12 @@ class FreeInit:
     fast: bool = False
 
     def __post_init__(self):
-        if self.iterations < 1:
-            raise SpacetimeError(f"FreeInit iterations must be >= 1, got {self.iterations}")
-        if self.method not in METHODS:
-            raise SpacetimeError(
-                f"FreeInit method must be one of {', '.join(METHODS)}, got {self.method!r}"
-            )
+        checks.integer("FreeInit iterations", self.iterations, 1)
+        checks.choice("FreeInit method", self.method, METHODS)
+        checks.integer("FreeInit order", self.order, 1)
+        checks.flag("FreeInit fast", self.fast)
         for name in ("spatial_stop", "temporal_stop"):
-            value = getattr(self, name)
-            if not 0 <= value <= 1:
-                raise SpacetimeError(f"FreeInit {name} must be in [0, 1], got {value}")
+            checks.number(f"FreeInit {name}", getattr(self, name), 0, 1)
 
     def steps(self, steps: int, iteration: int) -> int:
         """Sampler steps of pass `iteration` (0-based) for a request of `steps`."""

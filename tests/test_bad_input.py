@@ -293,3 +293,16 @@ def test_a_temp_file_left_by_sigkill_is_cleared_by_the_next_run(tmp_path):
 
     write_video(target, torch.zeros(2, 8, 8, 3, dtype=torch.uint8).numpy(), fps=2)
     assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]
+
+
+@pytest.mark.parametrize("flag", ["--height", "--width"])
+def test_a_zero_size_is_refused_before_any_weights_load(flag, tmp_path, capsys, monkeypatch):
+    """0 is a size to refuse, not a request for the model's default."""
+    import spacetime.pipelines.image as image_pipeline
+
+    def no_loading(*_, **__):
+        raise AssertionError("weights were loaded before the size was checked")
+
+    monkeypatch.setattr(image_pipeline, "load_components", no_loading)
+    check_refused(image.main, ["a red circle", flag, "0"], "must be a positive multiple of 8, got 0",
+                  tmp_path, capsys, monkeypatch)  # fmt: skip

@@ -89,6 +89,11 @@ def test_wrap_restarts_each_pass_from_the_last_sample_with_fresh_high_frequencie
         (dict(method="box"), "method must be one of butterworth, gaussian, ideal"),
         (dict(spatial_stop=1.5), "spatial_stop must be in"),
         (dict(temporal_stop=-0.1), "temporal_stop must be in"),
+        (dict(iterations=2.5), "iterations must be an integer, got 2.5"),
+        (dict(iterations="3"), "iterations must be an integer, got '3'"),
+        (dict(order=0), "order must be >= 1, got 0"),
+        (dict(fast="yes"), "fast must be"),
+        (dict(spatial_stop=float("nan")), "spatial_stop must be a finite number"),
     ],
 )
 def test_bad_settings_are_refused(kw, message):

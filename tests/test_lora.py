@@ -419,6 +419,12 @@ def test_names_are_checked(image_pipe, sd):
     assert pipe.load_lora(sd[1]) == "pytorch_lora_weights-2"  # a stem seen twice
     with pytest.raises(SpacetimeError, match="no LoRA named 'typo'"):
         pipe.set_lora_weights({"typo": 1.0})
+    for bad in (float("nan"), float("inf"), "0.5"):  # a weight that would poison the model
+        with pytest.raises(SpacetimeError, match="LoRA 'style' weight must be a"):
+            pipe.set_lora_weights({"style": bad})
+        with pytest.raises(SpacetimeError, match="LoRA 'bad' weight must be a"):
+            pipe.load_lora(sd[1], name="bad", weight=bad)
+    assert "bad" not in pipe.lora.weights and pipe.lora.weights["style"] == 1.0
 
 
 @pytest.mark.parametrize(

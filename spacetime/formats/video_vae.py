@@ -33,7 +33,7 @@ def load_video_vae(folder: str | Path) -> VideoVAE:
         folder = folder / "vae"
     try:
         cfg = VideoVAEConfig.from_diffusers(read_json(folder / "config.json"))
-    except ValueError as e:
+    except (TypeError, ValueError) as e:
         raise CheckpointError(f"{folder / 'config.json'}: {e}") from None
     return build_video_vae(cfg, read_component(folder, WEIGHTS)).eval()
 

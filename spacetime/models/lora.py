@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from spacetime import checks
 from spacetime.errors import CheckpointError, SpacetimeError
 
 LAYERS = (nn.Linear, nn.Conv2d, nn.Conv3d)
@@ -126,6 +127,7 @@ class Adapters:
         """Attach adapter `name`; nothing changes unless every layer of it fits the model."""
         if name in self.weights:
             raise SpacetimeError(f"a LoRA named {name!r} is already loaded; unload it first")
+        weight = checks.number(f"LoRA {name!r} weight", weight)
         if not factors:
             raise CheckpointError(f"LoRA {name!r} has no layers")
         modules = self._modules(name, factors)
@@ -134,7 +136,7 @@ class Adapters:
             to = dict(device=module.weight.device, dtype=module.weight.dtype)
             layer = self._layers.setdefault(key, _Layer(module))
             layer.factors[name] = LoraFactors(f.down.to(**to), f.up.to(**to), f.scale, f.source)
-        self.weights[name] = float(weight)
+        self.weights[name] = weight
         self._refresh(factors)
 
     def _modules(self, name: str, factors: Mapping[str, LoraFactors]) -> dict[str, nn.Module]:
@@ -174,8 +176,11 @@ class Adapters:
             raise SpacetimeError(
                 f"no LoRA named {unknown[0]!r}; loaded: {', '.join(self.weights) or 'none'}"
             )
-        self.weights.update({name: float(w) for name, w in weights.items()})
-        self._refresh(self._layers)
+        self.weights.update(
+            {name: checks.number(f"LoRA {name!r} weight", w) for name, w in weights.items()}
+        )
+        # only the layers holding a changed adapter
+        self._refresh([k for k, layer in self._layers.items() if set(weights) & set(layer.factors)])
 
     def fuse(self) -> None:
         """Fold the adapters, at their weights, into the layers' weights (faster sampling)."""
@@ -190,7 +195,9 @@ class Adapters:
     def remove(self, name: str) -> None:
         """Detach adapter `name` from every layer."""
         if name not in self.weights:
-            raise SpacetimeError(f"no LoRA named {name!r}; loaded: {', '.join(self.weights)}")
+            raise SpacetimeError(
+                f"no LoRA named {name!r}; loaded: {', '.join(self.weights) or 'none'}"
+            )
         keys = [key for key, layer in self._layers.items() if name in layer.factors]
         for key in keys:
             del self._layers[key].factors[name]

@@ -19,7 +19,7 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
-from spacetime.errors import CheckpointError
+from spacetime.errors import CheckpointError, ConfigError
 from spacetime.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from spacetime.train.config import TrainConfig
 from spacetime.train.ema import EMA, Counter
@@ -93,7 +93,7 @@ def train(
     )
     rank, world = accelerator.process_index, accelerator.num_processes
     if cfg.batch_size % world:
-        raise ValueError(f"batch_size {cfg.batch_size} does not split over {world} processes")
+        raise ConfigError(f"batch_size {cfg.batch_size} does not split over {world} processes")
     out = Path(out)
     ckpt_root = out / "checkpoints"
     if accelerator.is_main_process:
