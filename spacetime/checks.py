@@ -90,3 +90,18 @@ def sampler_options(scheduler: object, karras: object, eta: object) -> None:
             f"eta applies to the {', '.join(ETA_SAMPLERS)} sampler only, not {scheduler} "
             f"(got eta={eta})"
         )
+
+
+def parse_lora_arg(text: str) -> tuple[str, float]:
+    """A `PATH[:WEIGHT]` flag value → (path, weight), weight 1 when none is given. A suffix that
+    is not a number belongs to the path (`C:\\lora.safetensors`)."""
+    path, sep, weight = text.rpartition(":")
+    if not sep or not path:
+        return text, 1.0
+    try:
+        value = float(weight)
+    except ValueError:
+        return text, 1.0
+    if not math.isfinite(value):
+        raise ArgumentValueError(f"LoRA weight must be a finite number, got {weight!r} in {text!r}")
+    return path, value

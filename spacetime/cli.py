@@ -94,8 +94,8 @@ def add_lora_flag(parser: argparse.ArgumentParser, flag: str, what: str) -> None
 
 def check_loras(values: list[str]) -> list[tuple[str, float]]:
     """`PATH[:WEIGHT]` values → (path, weight), each file present, before any weights load."""
+    from spacetime.checks import parse_lora_arg
     from spacetime.errors import ArgumentValueError
-    from spacetime.formats.lora import parse_lora_arg
 
     loras = [parse_lora_arg(value) for value in values]
     for path, _ in loras:

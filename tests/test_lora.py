@@ -8,9 +8,10 @@ import tiny
 import torch
 from safetensors.torch import save_file
 
+from spacetime.checks import parse_lora_arg
 from spacetime.errors import CheckpointError, SpacetimeError
 from spacetime.formats import lora as lora_format
-from spacetime.formats.lora import parse_lora_arg, read_lora
+from spacetime.formats.lora import read_lora
 from spacetime.pipelines.image import ImagePipeline
 from spacetime.pipelines.video import VideoPipeline
 

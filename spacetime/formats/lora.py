@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 
 from torch import Tensor
 
-from spacetime.errors import CheckpointError, SpacetimeError
+from spacetime.errors import CheckpointError
 from spacetime.formats import animatediff
 from spacetime.formats.original import unet_original_names
 from spacetime.formats.weights import read_weights_file
@@ -178,18 +178,3 @@ def _peft_scale(config: Mapping, source: str, rank: int) -> float:
             alpha = value
             break
     return alpha / (math.sqrt(rank) if own.get("use_rslora") else rank)
-
-
-def parse_lora_arg(text: str) -> tuple[str, float]:
-    """A `PATH[:WEIGHT]` flag value → (path, weight), weight 1 when none is given. A suffix that
-    is not a number belongs to the path (`C:\\lora.safetensors`)."""
-    path, sep, weight = text.rpartition(":")
-    if not sep or not path:
-        return text, 1.0
-    try:
-        value = float(weight)
-    except ValueError:
-        return text, 1.0
-    if not math.isfinite(value):
-        raise SpacetimeError(f"LoRA weight must be a finite number, got {weight!r} in {text!r}")
-    return path, value

@@ -15,6 +15,7 @@ from spacetime.errors import ArgumentTypeError, CheckpointError
 from spacetime.formats.diffusers import Components, save_diffusers
 from spacetime.formats.load import load_components, shipped
 from spacetime.formats.lora import read_lora
+from spacetime.formats.motion import ADAPTER_KEY
 from spacetime.models.lora import Adapters
 from spacetime.pipelines.diffusion import DiffusionPipeline, GenerationRequest
 
@@ -68,7 +69,7 @@ class ImagePipeline(DiffusionPipeline):
             while name in self.lora.weights:  # the same stem twice, e.g. from two folders
                 name, n = f"{stem}-{n}", n + 1
         factors = read_lora(path, self.lora.layer_names())
-        spatial = [key for key in factors if ".motion_modules." not in key]
+        spatial = [key for key in factors if ADAPTER_KEY not in key]
         if motion and spatial:
             raise CheckpointError(
                 f"{path} is not a motion LoRA: it adapts {', '.join(spatial[:3])} (pass it as an "
