@@ -2,14 +2,16 @@
 
 A file is written beside its destination and renamed into place, so nobody sees half of it. An
 exception or Ctrl-C removes the temporary (the writers' `except BaseException`), but SIGKILL
-cannot be caught: the name carries the writer's pid, and any later write into the same folder
-removes temporaries whose process is gone.
+cannot be caught: the name carries the writer's pid and host, and any later write into the same
+folder removes this host's temporaries whose process is gone (a pid says nothing about another
+host's processes on a shared folder).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -17,7 +19,7 @@ PREFIX = ".spacetime-tmp-"
 
 
 def _prefix() -> str:
-    return f"{PREFIX}{os.getpid()}-"
+    return f"{PREFIX}{os.getpid()}-{socket.gethostname()}-"
 
 
 def temp_file(folder: Path, suffix: str = ".tmp") -> Path:
@@ -42,8 +44,9 @@ def clear_stale(folder: Path) -> list[Path]:
     except OSError:  # not a folder (yet), or unreadable: nothing of ours to clear
         return removed
     for path in entries:
-        pid = path.name[len(PREFIX) :].split("-", 1)[0]
-        if not pid.isdigit() or _alive(int(pid)):
+        pid, _, rest = path.name[len(PREFIX) :].partition("-")
+        here = rest.startswith(f"{socket.gethostname()}-")
+        if not here or not pid.isdigit() or _alive(int(pid)):
             continue
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)

@@ -306,3 +306,19 @@ def test_a_zero_size_is_refused_before_any_weights_load(flag, tmp_path, capsys, 
     monkeypatch.setattr(image_pipeline, "load_components", no_loading)
     check_refused(image.main, ["a red circle", flag, "0"], "must be a positive multiple of 8, got 0",
                   tmp_path, capsys, monkeypatch)  # fmt: skip
+
+
+def test_another_hosts_temp_files_are_left_alone(tmp_path):
+    """On a folder shared between hosts a pid says nothing about the other host's processes:
+    only this host's temporaries of dead processes are cleared."""
+    import socket
+
+    from spacetime.tempfiles import PREFIX, clear_stale
+
+    dead = 2**22 + 12345  # above Linux's pid_max: no such process here
+    mine = tmp_path / f"{PREFIX}{dead}-{socket.gethostname()}-a.tmp"
+    theirs = tmp_path / f"{PREFIX}{dead}-another-host.example-b.tmp"
+    for path in (mine, theirs):
+        path.write_bytes(b"half a file")
+    assert clear_stale(tmp_path) == [mine]
+    assert [p.name for p in tmp_path.iterdir()] == [theirs.name]
