@@ -83,26 +83,27 @@ def add_sampling_flags(parser: argparse.ArgumentParser, steps: int = 20) -> None
 
 
 def add_lora_flag(parser: argparse.ArgumentParser, flag: str, what: str) -> None:
+    from spacetime.formats.lora_files import shipped_loras
+
+    shipped = ", ".join(shipped_loras()) or "none in this install"
     parser.add_argument(
         flag,
         action="append",
         default=[],
         metavar="PATH[:WEIGHT]",
-        help=f"{what}, a .safetensors file, at WEIGHT (default 1); repeatable, adapters stack",
+        help=f"{what}: a .safetensors file, a diffusers LoRA folder or a shipped LoRA's name "
+        f"(shipped: {shipped}), at WEIGHT (default 1); repeatable, adapters stack",
     )
 
 
 def check_loras(values: list[str]) -> list[tuple[str, float]]:
-    """`PATH[:WEIGHT]` values → (path, weight), each file present, before any weights load."""
+    """`PATH[:WEIGHT]` values → (file, weight), each LoRA found (a file, a diffusers LoRA folder
+    or a shipped name), before any weights load."""
     from spacetime.checks import parse_lora_arg
-    from spacetime.errors import ArgumentValueError
+    from spacetime.formats.lora_files import find_lora
 
     loras = [parse_lora_arg(value) for value in values]
-    for path, _ in loras:
-        if not Path(path).is_file():
-            what = "a folder" if Path(path).is_dir() else "no such file"
-            raise ArgumentValueError(f"LoRA {path}: {what}")
-    return loras
+    return [(str(find_lora(path)), weight) for path, weight in loras]
 
 
 def load_loras(pipe, loras: list[tuple[str, float]], motion: bool = False) -> None:

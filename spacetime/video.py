@@ -67,7 +67,7 @@ def parser() -> Parser:
         help="motion module: a diffusers MotionAdapter folder or an original AnimateDiff file "
         "(mm_sd_v15*.safetensors); default: the shipped one",
     )
-    add_lora_flag(p, "--motion-lora", "a motion LoRA on the motion modules (e.g. a camera move)")
+    add_lora_flag(p, "--motion-lora", "a motion LoRA on the motion modules (a camera move)")
     p.add_argument(
         "--vae",
         type=Path,

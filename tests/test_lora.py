@@ -2,6 +2,8 @@
 unfused and fused); unfusing restores the weights bit for bit; a file that does not fit changes
 nothing."""
 
+import json
+
 import numpy as np
 import pytest
 import tiny
@@ -477,3 +479,106 @@ def test_cli_flags_stack_loras_as_the_python_api_does(tmp_path):
         video.main(["a red circle moving right", "--motion-lora", str(style), "--frames", "2",
                     "--steps", "1", "--out", str(tmp_path / "c.gif")])  # fmt: skip
     assert exit_.value.code == 2 and not (tmp_path / "c.gif").exists()
+
+
+# --- training: spacetime trains a LoRA, diffusers reads it back ------------------------------------
+
+
+def train_lora(out, **overrides):
+    """A few large steps of the LoRA task (EMA off, so the export is the last weights)."""
+    from spacetime.train.config import make_config
+    from spacetime.train.loop import train
+    from spacetime.train.lora import LoRATask
+
+    defaults = dict(task="lora", rank=4, alpha=8.0, steps=3, batch_size=2, lr=0.05, warmup=0,
+                    ema_decay=0.0, checkpoint_every=2)  # fmt: skip
+    cfg = make_config({**defaults, **overrides})
+    return train(cfg, LoRATask(cfg), out, progress=False)
+
+
+def test_a_trained_image_lora_gives_diffusers_image(sd, tmp_path):
+    """An outline-style LoRA trained by spacetime on the tiny SD: diffusers' load_lora_weights
+    reads the saved folder and gives spacetime's image."""
+    from safetensors import safe_open
+
+    root, *_, reference = sd
+    model = train_lora(tmp_path / "run", base=str(root / "sd"), data="outline",
+                       targets=["to_q", "to_k", "to_v", "to_out.0", "conv1"])  # fmt: skip
+    with safe_open(str(model / "pytorch_lora_weights.safetensors"), "pt") as f:
+        keys = set(f.keys())
+        config = json.loads(f.metadata()["lora_adapter_metadata"])
+    assert all(k.startswith("unet.") and k.endswith((".lora_A.weight", ".lora_B.weight"))
+               for k in keys)  # fmt: skip
+    assert any(".resnets.0.conv1." in k for k in keys) and config["unet.r"] == 4
+    assert config["unet.lora_alpha"] == 8.0 and len(config["unet.target_modules"]) * 2 == len(keys)
+
+    ref = reference()
+    base = diffusers_image(ref)
+    ref.load_lora_weights(str(model))
+    want = diffusers_image(ref)
+    pipe = ImagePipeline.from_pretrained(root / "sd", precision="fp32")
+    assert pipe.load_lora(model) == "model"  # a diffusers LoRA folder is named for the folder
+    assert_same_pixels("trained image LoRA read by diffusers", pipe("a red circle", **IMAGE),
+                       want, base)  # fmt: skip
+
+
+def test_a_trained_motion_lora_gives_diffusers_clip(sd, animatediff, tmp_path):
+    """A zoom-in motion LoRA trained on the tiny AnimateDiff: only motion-module layers, and
+    diffusers' AnimateDiffPipeline reads it back to spacetime's clip."""
+    from diffusers import AnimateDiffPipeline, MotionAdapter
+
+    root = sd[0]
+    motion = animatediff[0]
+    model = train_lora(tmp_path / "run", base=str(root / "sd"), motion=str(motion), frames=4,
+                       data="zoom-in")  # fmt: skip
+    ref = AnimateDiffPipeline.from_pretrained(
+        str(root / "sd"), motion_adapter=MotionAdapter.from_pretrained(str(motion))
+    )
+    ref.set_progress_bar_config(disable=True)
+
+    def clip():
+        out = ref(
+            "a red circle", num_frames=6, num_inference_steps=2, guidance_scale=5.0, height=32,
+            width=32, generator=torch.Generator("cpu").manual_seed(2), output_type="np",
+        )  # fmt: skip
+        return pixels(out.frames)
+
+    base = clip()
+    ref.load_lora_weights(str(model), adapter_name="zoom")
+    want = clip()
+    pipe = VideoPipeline.from_pretrained(root / "sd", precision="fp32", motion=motion)
+    pipe.load_lora(model, name="zoom", motion=True)  # refused if any layer were spatial
+    assert_same_pixels("trained motion LoRA read by diffusers", pipe("a red circle", **CLIP),
+                       want, base)  # fmt: skip
+
+
+def test_a_lora_run_resumes_to_the_same_weights(sd, tmp_path):
+    from safetensors.torch import load_file
+
+    root = sd[0]
+    run = dict(base=str(root / "sd"), data="outline", steps=4)
+    straight = train_lora(tmp_path / "a", **run)
+    train_lora(tmp_path / "b", **run, stop_after=2)  # stops with a checkpoint at step 2
+    resumed = train_lora(tmp_path / "b", **run)
+    a, b = (load_file(str(m / "pytorch_lora_weights.safetensors")) for m in (straight, resumed))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert max(v.abs().max() for k, v in a.items() if "lora_B" in k) > 0.01  # it trained
+
+
+def test_lora_targets_that_match_nothing_are_refused(sd, tmp_path):
+    with pytest.raises(SpacetimeError, match="no layer of the model matches the LoRA targets qkv"):
+        train_lora(tmp_path / "run", base=str(sd[0] / "sd"), data="outline", targets=["qkv"])
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_loras_are_found_by_file_folder_or_shipped_name(sd, tmp_path):
+    from spacetime.formats.lora_files import find_lora, shipped_loras
+
+    peft = sd[1]
+    assert find_lora(peft) == peft and find_lora(peft.parent) == peft
+    assert find_lora("zoom-in") == shipped_loras()["zoom-in"]
+    with pytest.raises(SpacetimeError, match=r"LoRA zoom-out: no such file, nor a shipped LoRA "
+                                             r"\(shipped: .*zoom-in"):  # fmt: skip
+        find_lora("zoom-out")
+    with pytest.raises(SpacetimeError, match="a folder without pytorch_lora_weights"):
+        find_lora(tmp_path)

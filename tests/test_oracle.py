@@ -124,3 +124,15 @@ def test_score_counts_each_attribute():
     assert score(readings, scenes)["position"] == 1.0
     with pytest.raises(ValueError, match="2 readings but 1 specs"):
         score(readings, scenes[:1])
+
+
+def test_read_clip_reads_a_zoom_in_and_a_still_camera():
+    from spacetime.world.zoom import render_zoom_clips, sample_zoom_clips
+
+    clips = sample_zoom_clips(np.random.default_rng(3), 24)
+    for video in (render_zoom_clips(clips), degrade(render_zoom_clips(clips), 1.0, 10.0)):
+        for clip, reading in zip(clips, read_clips(video), strict=True):
+            assert abs(reading.zoom / clip.zoom - 1) < 0.08, (clip, reading.zoom)
+            assert reading.colour_constant and reading.shape_constant
+    moving = sample_clips(np.random.default_rng(3), 8)
+    assert all(abs(r.zoom - 1) < 0.05 for r in read_clips(render_clips(moving)))

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from spacetime.errors import ConfigError, SpacetimeError
 from spacetime.train.config import (
     CONFIGS,
+    LoRATraining,
     MotionTraining,
     MultiViewTraining,
     TextToImageTraining,
@@ -45,6 +46,8 @@ def test_config_files_and_overrides_load_typed(tmp_path):
     # the task is the class, recorded by to_dict, from which the same config is rebuilt
     assert motion.to_dict()["task"] == "motion" and "task" not in vars(motion)
     assert make_config(motion.to_dict()) == motion
+    lora = load_config(None, ["task=lora", "base=b", "data=outline", "targets=[to_q, conv1]"])
+    assert lora.targets == ("to_q", "conv1") and make_config(lora.to_dict()) == lora
     assert type(make_config({})) is VAETraining  # task defaults to vae
 
 
@@ -62,7 +65,7 @@ def _known(cls) -> str:
         ({"task": "video_vae", "vae": "v", "views": 4, "base": "b"},
          "unknown video_vae config keys: base, views " + _known(VideoVAETraining)),
         ({"task": "gan"}, "task must be one of vae, text2image, motion, video_vae, multiview, "
-                          "got 'gan'"),
+                          "lora, got 'gan'"),
         ({"steps": 1.7}, "steps must be an int, got 1.7"),
         ({"steps": "many"}, "steps must be an int, got 'many'"),
         ({"steps": True}, "steps must be an int, got True"),
@@ -88,6 +91,20 @@ def _known(cls) -> str:
         ({"task": "video_vae", "vae": "v", "frames": 6}, "frames must be a multiple of 4.*got 6"),
         ({"task": "multiview", "base": "b", "azimuth_step": 7},
          "azimuth_step must divide the 90 degrees between 4 views, got 7.0"),
+        ({"task": "lora", "data": "outline"}, "lora training needs `base:`"),
+        ({"task": "lora", "base": "b", "data": "zoom"},
+         "data must be one of zoom-in, outline, got 'zoom'"),
+        ({"task": "lora", "base": "b", "data": "zoom-in"},
+         "data 'zoom-in' trains motion modules: it needs `motion:`"),
+        ({"task": "lora", "base": "b", "motion": "m", "data": "outline"},
+         "data 'outline' is still images: leave `motion:` empty"),
+        ({"task": "lora", "base": "b", "data": "outline", "targets": "to_q"},
+         "targets must be a list of strings, got 'to_q'"),
+        ({"task": "lora", "base": "b", "data": "outline", "targets": []},
+         r"targets must name at least one layer, got \[\]"),
+        ({"task": "lora", "base": "b", "data": "outline", "rank": 0}, "rank must be >= 1, got 0"),
+        ({"task": "lora", "base": "b", "data": "outline", "alpha": -1},
+         "alpha must be > 0, got -1.0"),
     ],
 )  # fmt: skip
 def test_bad_configs_are_refused_naming_the_key(overrides, message):
@@ -98,7 +115,8 @@ def test_bad_configs_are_refused_naming_the_key(overrides, message):
 
 def test_every_shipped_config_loads_as_its_tasks_class():
     expected = {"vae": VAETraining, "text2image": TextToImageTraining, "motion": MotionTraining,
-                "video_vae": VideoVAETraining, "multiview": MultiViewTraining}  # fmt: skip
+                "video_vae": VideoVAETraining, "multiview": MultiViewTraining,
+                "lora": LoRATraining}  # fmt: skip
     assert expected == CONFIGS and set(TASKS) == set(CONFIGS)
     seen = set()
     for path in sorted((ROOT / "configs").glob("*.yaml")):

@@ -306,3 +306,45 @@ def test_primitive_render():
     primitives = [sample_primitive(np.random.default_rng(i)) for i in range(200)]
     assert not any((p.colour, p.shape) in HELDOUT_PRIMITIVES for p in primitives)
     assert Primitive("cube", "red").caption() == "a red cube"
+
+
+def test_zoom_clips_magnify_about_the_centre_and_stay_in_frame():
+    from spacetime.world.zoom import (
+        MAX_ZOOM,
+        MIN_ZOOM,
+        ZoomClip,
+        render_zoom_clips,
+        sample_zoom_clips,
+    )
+
+    clips = sample_zoom_clips(np.random.default_rng(4), 300)
+    assert not any(is_heldout(c.colour, c.shape, c.background) for c in clips)
+    for clip in clips:
+        scenes = clip.scenes()  # each one validates that it fits the frame
+        sizes = np.array([s.size for s in scenes])
+        offsets = np.array([s.centre for s in scenes]) - 32
+        ratios = sizes[1:] / sizes[:-1]  # a steady zoom: the same factor every frame
+        assert np.allclose(ratios, clip.zoom ** (1 / 15)) and MIN_ZOOM <= clip.zoom <= MAX_ZOOM
+        assert np.allclose(offsets / sizes[:, None], offsets[-1] / sizes[-1])
+        assert np.isclose(sizes[-1], clip.end_size) and clip.caption() == scenes[0].caption()
+    heldout = sample_zoom_clips(np.random.default_rng(4), 50, "heldout")
+    assert all(is_heldout(c.colour, c.shape, c.background) for c in heldout)
+    frames = render_zoom_clips(clips[:3])
+    assert frames.shape == (3, 16, 64, 64, 3)
+    assert np.array_equal(frames[1, 7], clips[1].scenes()[7].render())
+    with pytest.raises(ValueError, match="zoom must be >= 1"):
+        ZoomClip("circle", "red", None, (32.0, 32.0), 10.0, 0.5)
+    with pytest.raises(ValueError, match="does not fit"):
+        ZoomClip("circle", "red", None, (60.0, 32.0), 10.0, 1.5)
+
+
+def test_outlined_scenes_are_hollow():
+    from spacetime.world.outline import WIDTH, render_outlined
+
+    scene = Scene("square", "red", None, (32.0, 32.0), 12.0)
+    outlined, solid = render_outlined([scene])[0], scene.render()
+    inside = slice(int(32 - 12 + WIDTH) + 1, int(32 + 12 - WIDTH) - 1)
+    assert (outlined[inside, inside] == (20, 20, 20)).all()  # the default background shows
+    ring = np.abs(outlined.astype(int) - (20, 20, 20)).sum(-1) > 0
+    assert ring.sum() < 0.5 * (np.abs(solid.astype(int) - (20, 20, 20)).sum(-1) > 0).sum()
+    assert (outlined[32, 32 - 12 + 1] == COLOURS["red"]).all()  # the line, at the edge

@@ -69,6 +69,9 @@ class ClipReading:
     speed: float  # px per frame along the direction
     colour_constant: bool
     shape_constant: bool
+    # The object's size in the last frame over the first, from a least-squares fit of log size over
+    # frame index (robust to per-frame jitter): 1 for a still camera, > 1 zooming in.
+    zoom: float = 1.0
 
 
 def _as_batch(images: np.ndarray | Tensor) -> Tensor:
@@ -251,6 +254,12 @@ def _clip_reading(readings: list[Reading]) -> ClipReading:
         if abs(velocity[axis]) >= MIN_SPEED:
             direction = (("left", "right"), ("up", "down"))[axis][int(velocity[axis] > 0)]
             speed = float(abs(velocity[axis]))
+    zoom = 1.0
+    sized = [(k, r.size) for k, r in enumerate(readings) if r.size]
+    if len(sized) >= 2:
+        k = np.array([k for k, _ in sized], dtype=np.float64)
+        growth = np.polyfit(k, np.log([s for _, s in sized]), 1)[0]  # log size per frame
+        zoom = float(np.exp(growth * (len(readings) - 1)))
     colours = [r.colour for r in readings]
     shapes = [r.shape for r in readings]
     return ClipReading(
@@ -262,6 +271,7 @@ def _clip_reading(readings: list[Reading]) -> ClipReading:
         speed=speed,
         colour_constant=len(set(colours)) == 1,
         shape_constant=len(set(shapes)) == 1,
+        zoom=zoom,
     )
 
 

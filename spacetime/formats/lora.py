@@ -17,6 +17,9 @@ are checked against the model there, so nothing here decides whether a file fits
   diffusers' copies under `unet.`, the originals unprefixed and nested as the original motion
   modules are (`…temporal_transformer…attention_blocks.0.processor.to_q_lora.down.weight`). No
   alpha: scale 1.
+
+`save_lora` writes what spacetime trains in the PEFT/diffusers layout, with the adapter config in
+the metadata as diffusers' `save_lora_weights` does, so `load_lora_weights` reads it back.
 """
 
 from __future__ import annotations
@@ -26,13 +29,14 @@ import math
 import os
 import re
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 from torch import Tensor
 
 from spacetime.errors import CheckpointError
 from spacetime.formats import animatediff
 from spacetime.formats.original import unet_original_names
-from spacetime.formats.weights import read_weights_file
+from spacetime.formats.weights import atomic_write, read_weights_file
 from spacetime.models.lora import LoraFactors
 
 NETWORKS = ("unet", "text_encoder")
@@ -178,3 +182,30 @@ def _peft_scale(config: Mapping, source: str, rank: int) -> float:
             alpha = value
             break
     return alpha / (math.sqrt(rank) if own.get("use_rslora") else rank)
+
+
+def save_lora(path: str | os.PathLike, factors: Mapping[str, LoraFactors], alpha: float) -> Path:
+    """Write LoRA factors keyed "network.module" (one rank, scale alpha / rank) as a PEFT/diffusers
+    file: `unet.<module>.lora_A.weight` / `.lora_B.weight`, and per network the LoraConfig
+    (r, lora_alpha, target_modules: the exact layer names) in the `lora_adapter_metadata`."""
+    from safetensors.torch import save_file
+
+    if not factors:
+        raise CheckpointError("no LoRA layers to save")
+    ranks = {f.down.shape[0] for f in factors.values()}
+    if len(ranks) != 1:
+        raise CheckpointError(f"one rank per file is saved, got ranks {sorted(ranks)}")
+    rank = ranks.pop()
+    tensors, config = {}, {}
+    for key, f in factors.items():
+        network, _, module = key.partition(".")
+        if network not in NETWORKS:
+            raise CheckpointError(f"LoRA layer {key!r} is in no network of {', '.join(NETWORKS)}")
+        tensors[f"{key}.lora_A.weight"] = f.down.detach().float().contiguous().cpu()
+        tensors[f"{key}.lora_B.weight"] = f.up.detach().float().contiguous().cpu()
+        config.setdefault(f"{network}.target_modules", []).append(module)
+        config.update({f"{network}.r": rank, f"{network}.lora_alpha": alpha})
+    metadata = {"format": "pt", METADATA_KEY: json.dumps(config, indent=2, sort_keys=True)}
+    path = Path(path)
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    return path

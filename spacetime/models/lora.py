@@ -11,10 +11,15 @@ names): `Adapters` keeps each adapter's factors beside the networks and runs the
 
 A conv layer's `down` is a conv with the layer's own kernel, stride and padding and `up` a 1×1
 conv (LoCon, PEFT): the same as folding `up @ down` into the kernel.
+
+`TrainableLora` is the training side: fresh factors as parameters on the layers a LoRA run
+targets, run by the same side branch.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -41,14 +46,9 @@ class LoraFactors:
 
     def fits(self, module: nn.Module) -> bool:
         """Whether these factors have the shapes `module`'s update needs."""
-        rank = self.down.shape[0]
-        if isinstance(module, nn.Linear):
-            down, up = (rank, module.in_features), (module.out_features, rank)
-        else:  # a conv: `down` has the layer's kernel, `up` is 1×1
-            if module.groups != 1:
-                return False
-            down = (rank, module.in_channels, *module.kernel_size)
-            up = (module.out_channels, rank, *(1,) * len(module.kernel_size))
+        if not isinstance(module, nn.Linear) and module.groups != 1:
+            return False
+        down, up = factor_shapes(module, self.down.shape[0])
         return self.down.shape == down and self.up.shape == up
 
 
@@ -86,12 +86,26 @@ class _Layer:
             self.hook = self.module.register_forward_hook(self._branch)
 
     def _branch(self, module: nn.Module, args: tuple, out: Tensor) -> Tensor:
-        x = args[0]
-        if isinstance(module, nn.Linear):
-            return out + F.linear(F.linear(x, self.down), self.up)
-        # nn.Conv*'s own forward with another kernel: the layer's stride, padding and padding mode
-        h = module._conv_forward(x, self.down, None)
-        return out + (F.conv2d if self.up.ndim == 4 else F.conv3d)(h, self.up)
+        return out + low_rank(module, args[0], self.down, self.up)
+
+
+def low_rank(module: nn.Module, x: Tensor, down: Tensor, up: Tensor) -> Tensor:
+    """The side branch `up @ down` of layer `module` on its input x."""
+    if isinstance(module, nn.Linear):
+        return F.linear(F.linear(x, down), up)
+    # nn.Conv*'s own forward with another kernel: the layer's stride, padding and padding mode
+    h = module._conv_forward(x, down, None)
+    return (F.conv2d if up.ndim == 4 else F.conv3d)(h, up)
+
+
+def factor_shapes(module: nn.Module, rank: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The (down, up) shapes of a rank-`rank` update of a linear or (ungrouped) conv layer."""
+    if isinstance(module, nn.Linear):
+        return (rank, module.in_features), (module.out_features, rank)
+    if module.groups != 1:
+        raise SpacetimeError(f"LoRA on a grouped convolution ({module}) is not supported")
+    kernel = tuple(module.kernel_size)
+    return (rank, module.in_channels, *kernel), (module.out_channels, rank, *(1,) * len(kernel))
 
 
 def _stack(
@@ -213,3 +227,58 @@ class Adapters:
 def _first(items: list[str]) -> str:
     more = f" (+{len(items) - _SHOWN} more)" if len(items) > _SHOWN else ""
     return ", ".join(items[:_SHOWN]) + more
+
+
+def target_layers(
+    network: nn.Module,
+    targets: Iterable[str],
+    within: str | None = None,
+    outside: str | None = None,
+) -> dict[str, nn.Module]:
+    """The linear and conv layers whose names end in one of `targets` (as peft's
+    `target_modules`: the whole name or its last dotted parts), optionally only those whose name
+    contains `within` or does not contain `outside`."""
+    targets = tuple(targets)
+    found = {
+        name: m
+        for name, m in network.named_modules()
+        if isinstance(m, LAYERS)
+        and any(name == t or name.endswith(f".{t}") for t in targets)
+        and (within is None or within in name)
+        and (outside is None or outside not in name)
+    }
+    if not found:
+        raise SpacetimeError(f"no layer of the model matches the LoRA targets {', '.join(targets)}")
+    return found
+
+
+class TrainableLora(nn.Module):
+    """Fresh LoRA factors on named layers, as parameters to train, run as the same side branch
+    as loaded adapters (a forward hook per layer). PEFT's initialisation: `down` Kaiming-uniform,
+    `up` zero, so training starts from the unchanged model; ΔW = alpha / rank · up @ down."""
+
+    def __init__(self, layers: Mapping[str, nn.Module], rank: int, alpha: float):
+        super().__init__()
+        self.names = list(layers)
+        self.rank, self.alpha, self.scale = rank, alpha, alpha / rank
+        self.down, self.up = nn.ParameterList(), nn.ParameterList()
+        for index, module in enumerate(layers.values()):
+            down_shape, up_shape = factor_shapes(module, rank)
+            to = dict(device=module.weight.device, dtype=module.weight.dtype)
+            down = torch.empty(down_shape, **to)
+            nn.init.kaiming_uniform_(down, a=math.sqrt(5))  # nn.Linear's and peft's lora_A init
+            self.down.append(nn.Parameter(down))
+            self.up.append(nn.Parameter(torch.zeros(up_shape, **to)))
+            # a partial of a bound method, not a closure: a deepcopy of the whole trained module
+            # then hooks the copy's own factors
+            module.register_forward_hook(functools.partial(self._branch, index))
+
+    def _branch(self, index: int, module: nn.Module, args: tuple, out: Tensor) -> Tensor:
+        return out + self.scale * low_rank(module, args[0], self.down[index], self.up[index])
+
+    def factors(self) -> dict[str, LoraFactors]:
+        """The trained update of every layer, in float32, keyed by the layers' names."""
+        return {
+            name: LoraFactors(down.detach().float(), up.detach().float(), self.scale, name)
+            for name, down, up in zip(self.names, self.down, self.up, strict=True)
+        }

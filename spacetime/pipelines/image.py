@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -15,6 +14,7 @@ from spacetime.errors import ArgumentTypeError, CheckpointError
 from spacetime.formats.diffusers import Components, save_diffusers
 from spacetime.formats.load import load_components, shipped
 from spacetime.formats.lora import read_lora
+from spacetime.formats.lora_files import find_lora, lora_name
 from spacetime.formats.motion import ADAPTER_KEY
 from spacetime.models.lora import Adapters
 from spacetime.pipelines.diffusion import DiffusionPipeline, GenerationRequest
@@ -58,13 +58,15 @@ class ImagePipeline(DiffusionPipeline):
         weight: float = 1.0,
         motion: bool = False,
     ) -> str:
-        """Add a LoRA file (kohya/A1111, PEFT/diffusers or AnimateDiff motion LoRA; U-Net and
-        text-encoder layers alike) as adapter `name` (default: the file's stem) at `weight`, on
-        top of those already loaded; returns its name. `motion`: the file must be a motion LoRA
-        (motion-module layers only). If any layer does not fit the model, a CheckpointError
-        names it and the model is left as it was."""
+        """Add a LoRA (kohya/A1111, PEFT/diffusers or AnimateDiff motion LoRA; U-Net and
+        text-encoder layers alike) as adapter `name` at `weight`, on top of those already loaded;
+        returns its name. `path`: a file, a diffusers LoRA folder or a shipped LoRA's name
+        (`zoom-in`); the name defaults to the file's stem (the folder's for a diffusers folder).
+        `motion`: the file must be a motion LoRA (motion-module layers only). If any layer does
+        not fit the model, a CheckpointError names it and the model is left as it was."""
+        path = find_lora(path)
         if name is None:
-            stem = name = Path(path).stem
+            stem = name = lora_name(path)
             n = 2
             while name in self.lora.weights:  # the same stem twice, e.g. from two folders
                 name, n = f"{stem}-{n}", n + 1

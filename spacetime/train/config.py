@@ -188,6 +188,48 @@ class MultiViewTraining(TrainConfig):
             )
 
 
+# What a LoRA run learns from: the world's data the base never had, by name.
+LORA_DATA: dict[str, str] = {
+    "zoom-in": "motion",  # still scenes, the camera zooming in (spacetime.world.zoom)
+    "outline": "image",  # scenes whose shapes are drawn as outlines (spacetime.world.outline)
+}
+
+
+@dataclass(frozen=True)
+class LoRATraining(TrainConfig):
+    """A LoRA (Hu et al. 2021) on a frozen model: on the motion modules of `motion` (a camera
+    move, as AnimateDiff's motion LoRAs) or, without `motion`, on `base`'s U-Net (a new concept or
+    style). Saved as a PEFT/diffusers file that `load_lora` and diffusers' `load_lora_weights`
+    read."""
+
+    task: ClassVar[str] = "lora"
+    base: str = ""  # the image model (a diffusers folder)
+    motion: str = ""  # a motion package: the LoRA then goes on its motion modules only
+    data: str = ""  # one of LORA_DATA
+    rank: int = 8
+    alpha: float = 8.0  # ΔW = alpha / rank · up @ down
+    # Layer names or their last dotted parts, as peft's target_modules: the attention projections
+    targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+    frames: int = 16  # per training clip (motion)
+    caption_dropout: float = 0.1
+
+    def __post_init__(self):
+        super().__post_init__()
+        self._needs("base", "the image model the LoRA adapts")
+        if self.data not in LORA_DATA:
+            raise ConfigError(f"data must be one of {', '.join(LORA_DATA)}, got {self.data!r}")
+        if LORA_DATA[self.data] == "motion" and not self.motion:
+            raise ConfigError(f"data {self.data!r} trains motion modules: it needs `motion:`")
+        if LORA_DATA[self.data] == "image" and self.motion:
+            raise ConfigError(f"data {self.data!r} is still images: leave `motion:` empty")
+        self._at_least(1, "rank", "frames")
+        if self.alpha <= 0:
+            raise ConfigError(f"alpha must be > 0, got {self.alpha}")
+        if not self.targets or not all(self.targets):
+            raise ConfigError(f"targets must name at least one layer, got {list(self.targets)}")
+        self._within(0, 1, "caption_dropout")
+
+
 CONFIGS: dict[str, type[TrainConfig]] = {
     cls.task: cls
     for cls in (
@@ -196,6 +238,7 @@ CONFIGS: dict[str, type[TrainConfig]] = {
         MotionTraining,
         VideoVAETraining,
         MultiViewTraining,
+        LoRATraining,
     )  # fmt: skip
 }
 
@@ -227,6 +270,10 @@ def _coerce(name: str, value, kind: str):
             return float(value)
     elif kind == "str" and isinstance(value, str):
         return value
+    elif kind == "tuple[str, ...]":
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ConfigError(f"{name} must be a list of strings, got {value!r}")
     raise ConfigError(f"{name} must be {'an' if kind == 'int' else 'a'} {kind}, got {value!r}")
 
 

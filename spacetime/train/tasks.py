@@ -4,6 +4,7 @@ holds each one's typed config under the same name)."""
 from __future__ import annotations
 
 from spacetime.train.loop import Task
+from spacetime.train.lora import LoRATask
 from spacetime.train.motion import MotionTask
 from spacetime.train.multiview import MultiViewTask
 from spacetime.train.text_to_image import TextToImageTask
@@ -12,5 +13,5 @@ from spacetime.train.video_vae import VideoVAETask
 
 TASKS: dict[str, type[Task]] = {
     "vae": VAETask, "text2image": TextToImageTask, "motion": MotionTask,
-    "video_vae": VideoVAETask, "multiview": MultiViewTask,
+    "video_vae": VideoVAETask, "multiview": MultiViewTask, "lora": LoRATask,
 }  # fmt: skip

@@ -1,0 +1,100 @@
+"""LoRA training (Hu et al. 2021): fresh low-rank factors on a frozen model, on the ε loss.
+
+On the motion modules of a motion package (a camera move, as AnimateDiff's motion LoRAs) or on an
+image model's U-Net (a concept or style). The model stays as loaded, with the text encoder a
+motion package ships; only the factors train, and the export is one PEFT/diffusers file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from spacetime import world
+from spacetime.formats.lora import save_lora
+from spacetime.formats.lora_files import LORA_FILE
+from spacetime.formats.motion import ADAPTER_KEY
+from spacetime.models.lora import TrainableLora, target_layers
+from spacetime.sampling import NoiseSchedule
+from spacetime.train.common import (
+    DenoisingLoss,
+    drop_captions,
+    on_device_of,
+    rank_slice,
+    step_generator,
+)
+from spacetime.train.config import LoRATraining
+from spacetime.train.motion import MotionLoss
+
+
+def lora_data(cfg: LoRATraining, step: int) -> tuple[Tensor, list[str]]:
+    """The global batch of a step in [-1, 1]: clips (b, 3, t, 64, 64) or images (b, 3, 64, 64),
+    and their captions."""
+    rng = np.random.default_rng([cfg.seed, step])
+    if cfg.data == "zoom-in":
+        from spacetime.world.zoom import render_zoom_clips, sample_zoom_clips
+
+        clips = sample_zoom_clips(rng, cfg.batch_size, "train", cfg.frames)
+        return world.clips_to_tensor(render_zoom_clips(clips)), [c.caption() for c in clips]
+    from spacetime.world.outline import render_outlined
+
+    scenes = world.sample_scenes(rng, cfg.batch_size, "train")
+    return world.images_to_tensor(render_outlined(scenes)), [s.caption() for s in scenes]
+
+
+class LoRATask:
+    """A LoRA on `base` (image data) or on the motion modules of `motion` (clip data)."""
+
+    def __init__(self, cfg: LoRATraining):
+        from spacetime.formats.load import load_components
+
+        self.cfg = cfg
+        self.components = load_components(cfg.base)
+        self.components.vae.eval()
+        if cfg.motion:
+            from spacetime.formats.motion import load_motion_adapter, load_motion_text_encoder
+
+            c = self.components
+            c.unet = load_motion_adapter(c.unet, cfg.motion)
+            c.text_encoder = load_motion_text_encoder(cfg.motion, c.text_encoder.tokenizer) or (
+                c.text_encoder
+            )
+
+    def frozen(self) -> list[nn.Module]:
+        return [self.components.vae]
+
+    def build(self) -> nn.Module:
+        c, cfg = self.components, self.cfg
+        unet, text = c.unet.float(), c.text_encoder.model.float()
+        unet.requires_grad_(False)
+        text.requires_grad_(False)
+        inside, outside = (ADAPTER_KEY, None) if cfg.motion else (None, ADAPTER_KEY)
+        layers = target_layers(unet, cfg.targets, within=inside, outside=outside)
+        schedule = NoiseSchedule().alphas_cumprod.float()
+        # MotionLoss roots the autograd graph at the input, which the frozen U-Net needs on CPU
+        loss = (MotionLoss if cfg.motion else DenoisingLoss)(unet, text, schedule)
+        loss.lora = TrainableLora({f"unet.{n}": m for n, m in layers.items()}, cfg.rank, cfg.alpha)
+        return loss
+
+    @torch.no_grad()
+    def batch(self, step: int, rank: int, world_size: int) -> dict[str, Tensor]:
+        cfg, c = self.cfg, self.components
+        x, captions = lora_data(cfg, step)
+        g = step_generator(cfg.seed, step)
+        ids = c.text_encoder.tokenize(drop_captions(captions, cfg.caption_dropout, g))
+        x0 = c.vae.encode(on_device_of(c.vae, x), generator=g)
+        t = torch.randint(0, 1000, (len(captions),), generator=g)
+        noise = torch.randn(x0.shape, generator=g)
+        batch = {"ids": ids, "x0": x0, "t": t, "noise": noise}
+        return {k: rank_slice(v, rank, world_size) for k, v in batch.items()}
+
+    def export(self, module: nn.Module, folder: Path) -> dict:
+        """folder/pytorch_lora_weights.safetensors, where diffusers' load_lora_weights looks."""
+        save_lora(folder / LORA_FILE, module.lora.factors(), self.cfg.alpha)
+        return {
+            "lora_layers": len(module.lora.names),
+            "lora_parameters": sum(p.numel() for p in module.lora.parameters()),
+        }
