@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from spacetime.errors import ArgumentTypeError, ArgumentValueError
 
-SAMPLERS = ("ddim", "ddpm", "euler", "euler-a", "dpm++")
+SAMPLERS = ("ddim", "ddpm", "euler", "euler-a", "dpm++", "lcm")
 KARRAS_SAMPLERS = ("euler", "euler-a", "dpm++")  # those that step over a sigma grid
 ETA_SAMPLERS = ("ddim",)  # ddpm and euler-a are fully stochastic; euler and dpm++ not at all
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")

@@ -117,6 +117,7 @@ class ModelFacts:
     SD 1.x's values where a file (single checkpoint) does not say."""
 
     schedule_length: int = 1000
+    lcm_steps: int = 50  # the lcm sampler's most steps: the schedule's original_inference_steps
     sample_size: int = 64  # latent pixels per side
     downscale: int = 8
     vae_width: int = 128  # the decoder's widest (full-resolution) level
@@ -142,6 +143,7 @@ class ModelFacts:
         widths = vae.get("block_out_channels") or [cls.vae_width]
         facts = dict(
             schedule_length=scheduler.get("num_train_timesteps", cls.schedule_length),
+            lcm_steps=scheduler.get("original_inference_steps", cls.lcm_steps),
             sample_size=unet.get("sample_size", cls.sample_size),
             downscale=2 ** (len(widths) - 1),
             vae_width=widths[0],
@@ -177,6 +179,11 @@ def check_generation(args: argparse.Namespace, **extra) -> tuple[dict, Path, obj
         raise ArgumentValueError(
             f"steps must be <= {facts.schedule_length} (the model's noise schedule), "
             f"got {args.steps}"
+        )
+    if args.scheduler == "lcm" and args.steps > facts.lcm_steps:
+        raise ArgumentValueError(
+            f"the lcm sampler takes at most {facts.lcm_steps} steps (the model's "
+            f"original_inference_steps), got {args.steps}"
         )
     check_memory(args, device, height, width, req.frames, req.num_images, facts)
     return options, model, device

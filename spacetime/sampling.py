@@ -2,8 +2,8 @@
 
 Everything runs in sigma space (Karras et al. 2022): x = x0 + sigma * eps with
 sigma = sqrt((1 - abar) / abar), and the network sees x_t = x / sqrt(1 + sigma^2). `plan` reproduces
-the timestep and sigma rules of diffusers' DDIM, DDPM, Euler, Euler ancestral and DPM-Solver++
-schedulers number for number, so the same seed gives the same latents as diffusers.
+the timestep and sigma rules of diffusers' DDIM, DDPM, Euler, Euler ancestral, DPM-Solver++ and
+LCM schedulers number for number, so the same seed gives the same latents as diffusers.
 """
 
 from __future__ import annotations
@@ -72,6 +72,10 @@ class NoiseSchedule:
     clip_sample_range: float = 1.0
     set_alpha_to_one: bool = False  # DDIM only: the last step ends at sigma 0, else at t = 0
     rescale_betas_zero_snr: bool = False
+    # LCM only: the distillation's timestep grid (its steps are picked from it) and the scaling of
+    # the timestep in the consistency boundary condition c_skip / c_out
+    original_inference_steps: int = 50
+    timestep_scaling: float = 10.0
 
     def __post_init__(self):
         for name, allowed in (
@@ -85,6 +89,11 @@ class NoiseSchedule:
                 )
         if self.num_train_timesteps < 2:
             raise ValueError(f"num_train_timesteps must be >= 2, got {self.num_train_timesteps}")
+        if not 1 <= self.original_inference_steps <= self.num_train_timesteps:
+            raise ValueError(
+                f"original_inference_steps must be in [1, {self.num_train_timesteps}], got "
+                f"{self.original_inference_steps}"
+            )
 
     @classmethod
     def from_diffusers_config(cls, cfg: dict) -> NoiseSchedule:
@@ -113,10 +122,15 @@ class NoiseSchedule:
         return cls(**kwargs)
 
     def to_diffusers_config(self) -> dict:
-        """This schedule as a DDIMScheduler config that diffusers can load."""
+        """This schedule as a DDIMScheduler config that diffusers can load (with LCM's keys where
+        they are not the defaults: a distilled model's scheduler)."""
+        own = asdict(self)
+        for key in ("original_inference_steps", "timestep_scaling"):
+            if own[key] == NoiseSchedule.__dataclass_fields__[key].default:
+                del own[key]
         return {
             "_class_name": "DDIMScheduler",
-            **asdict(self),
+            **own,
             "trained_betas": None,
             "thresholding": False,
             "dynamic_thresholding_ratio": 0.995,
@@ -170,7 +184,8 @@ class Plan:
     sigmas: Tensor  # (n,) float32
     sigmas_next: Tensor  # (n,) float32
     init_noise_sigma: float  # initial x = randn * init_noise_sigma (sigma space)
-    clip_sample_range: float | None = None  # clamp x0 to +-range (DDIM / DDPM with clip_sample)
+    clip_sample_range: float | None = None  # clamp x0 to +-range (DDIM / DDPM / LCM clip_sample)
+    timestep_scaling: float = 10.0  # LCM's boundary condition
 
     def __post_init__(self):
         n = len(self.timesteps)
@@ -196,6 +211,8 @@ def plan(schedule: NoiseSchedule, sampler: str, steps: int, karras: bool = False
         )
     if sampler in ("ddim", "ddpm"):
         return _plan_ddim_ddpm(schedule, sampler, steps)
+    if sampler == "lcm":
+        return _plan_lcm(schedule, steps)
     return _plan_sigma_samplers(schedule, sampler, steps, karras)
 
 
@@ -240,6 +257,30 @@ def _plan_ddim_ddpm(schedule: NoiseSchedule, sampler: str, steps: int) -> Plan:
         sigmas_next=sigmas_next,
         init_noise_sigma=float((sigmas[0] ** 2 + 1) ** 0.5),  # network input x_t = randn
         clip_sample_range=schedule.clip_sample_range if schedule.clip_sample else None,
+    )
+
+
+def _plan_lcm(schedule: NoiseSchedule, steps: int) -> Plan:
+    """diffusers' LCMScheduler: `steps` timesteps picked at evenly spaced indices (floored) from the
+    distillation grid t = k·j − 1, j = 1 … original_inference_steps, k = T // original, descending;
+    each step re-noises to the next timestep, the last ends at sigma 0."""
+    original = schedule.original_inference_steps
+    if steps > original:
+        raise ValueError(
+            f"the lcm sampler takes at most original_inference_steps={original} steps, got {steps}"
+        )
+    k = schedule.num_train_timesteps // original
+    grid = (np.arange(1, original + 1) * k - 1)[::-1]
+    picks = np.floor(np.linspace(0, len(grid), steps, endpoint=False)).astype(np.int64)
+    timesteps = torch.from_numpy(grid[picks].copy())
+    sigmas = _sigmas_of(schedule.alphas_cumprod)[timesteps]
+    return Plan(
+        timesteps=timesteps.float(),
+        sigmas=sigmas,
+        sigmas_next=torch.cat([sigmas[1:], torch.zeros(1)]),
+        init_noise_sigma=float((sigmas[0] ** 2 + 1) ** 0.5),  # network input x_t = randn
+        clip_sample_range=schedule.clip_sample_range if schedule.clip_sample else None,
+        timestep_scaling=schedule.timestep_scaling,
     )
 
 
@@ -352,8 +393,10 @@ def classifier_free_guidance(
     uncond: Tensor | None,
     scale: float,
 ) -> Callable[[Tensor, Tensor], Tensor]:
-    """Classifier-free guidance (Ho & Salimans 2022): uncond + scale * (cond - uncond), one call."""
-    if uncond is None or scale == 1:
+    """Classifier-free guidance (Ho & Salimans 2022): uncond + scale * (cond - uncond), one call.
+    At scale <= 1 (a guidance-distilled model's setting) the conditional branch alone, one call
+    of half the batch, as diffusers does."""
+    if uncond is None or scale <= 1:
         return lambda x_t, timestep: net(x_t, timestep, cond)
     if uncond.shape != cond.shape:
         raise ValueError(
@@ -486,6 +529,39 @@ def sample_dpmpp_2m(
     return x
 
 
+def lcm_boundary(timestep: Tensor, scaling: float) -> tuple[Tensor, Tensor]:
+    """LCM's boundary condition (Luo et al. 2023, after consistency models): f(x, t) =
+    c_skip x + c_out x0(x, t) with σ_data = 0.5 and the timestep scaled by `scaling`, so that
+    f is the identity at t = 0."""
+    scaled = timestep * scaling
+    c_skip = 0.25 / (scaled**2 + 0.25)
+    c_out = scaled / (scaled**2 + 0.25) ** 0.5
+    return c_skip, c_out
+
+
+def sample_lcm(
+    denoiser: Denoiser,
+    x: Tensor,
+    plan: Plan,
+    *,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
+    """Multistep latent-consistency sampling (Luo et al. 2023, as diffusers' LCMScheduler): each
+    step maps x_t to the consistency function's clean estimate c_skip x_t + c_out x0, then, but for
+    the last step, noises it afresh to the next timestep."""
+    last = len(plan.timesteps) - 1
+    for i, t, sigma, sigma_next in _steps(plan):
+        x0 = _clip(denoiser(x, sigma, t), plan.clip_sample_range)
+        c_skip, c_out = lcm_boundary(t, plan.timestep_scaling)
+        x = c_out * x0 + c_skip * to_network_space(x, sigma)  # sigma 0: the two spaces agree
+        if i < last:
+            x = x + sigma_next * _noise(x, generator)
+        if callback is not None:
+            callback(i, x, x0)
+    return x
+
+
 def sample(
     sampler: str,
     denoiser: Denoiser,
@@ -510,6 +586,8 @@ def sample(
         return sample_euler(denoiser, x, plan, callback=callback)
     if sampler == "euler-a":
         return sample_euler_ancestral(denoiser, x, plan, generator=generator, callback=callback)
+    if sampler == "lcm":
+        return sample_lcm(denoiser, x, plan, generator=generator, callback=callback)
     return sample_dpmpp_2m(denoiser, x, plan, callback=callback)
 
 

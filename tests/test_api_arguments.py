@@ -21,6 +21,7 @@ CALLS = [
     (dict(steps="20"), ArgumentTypeError, "steps must be an integer, got '20'"),
     (dict(steps=True), ArgumentTypeError, "steps must be an integer, got True"),
     (dict(steps=1001), ArgumentValueError, "steps must be <= 1000 (the model's noise schedule)"),
+    (dict(steps=51, scheduler="lcm"), ArgumentValueError, "the lcm sampler takes at most 50 steps"),
     (dict(guidance=float("nan")), ArgumentValueError, "guidance must be a finite number"),
     (dict(guidance="7"), ArgumentTypeError, "guidance must be a number, got '7'"),
     (dict(eta=float("inf")), ArgumentValueError, "eta must be a finite number, got inf"),

@@ -76,6 +76,10 @@ MODEL_CASES = [
 SAMPLING_CASES = [
     (["--steps", "0"], "steps must be >= 1, got 0"),
     (["--steps", "1001"], "steps must be <= 1000 (the model's noise schedule), got 1001"),
+    (
+        ["--steps", "51", "--scheduler", "lcm"],
+        "the lcm sampler takes at most 50 steps (the model's original_inference_steps), got 51",
+    ),
     (["--steps", "2.5"], "argument --steps: invalid int value: '2.5'"),
     (["--guidance", "nan"], "guidance must be a finite number, got nan"),
     (["--guidance", "inf"], "guidance must be a finite number, got inf"),

@@ -12,6 +12,7 @@ from diffusers import (  # noqa: E402
     DPMSolverMultistepScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
+    LCMScheduler,
 )
 
 from spacetime.sampling import (  # noqa: E402
@@ -63,6 +64,9 @@ def diffusers_scheduler(schedule: NoiseSchedule, sampler: str, karras: bool):
         return EulerDiscreteScheduler(**common, use_karras_sigmas=karras)
     if sampler == "euler-a":
         return EulerAncestralDiscreteScheduler(**common)
+    if sampler == "lcm":
+        lcm = {k: getattr(schedule, k) for k in ("original_inference_steps", "timestep_scaling")}
+        return LCMScheduler(**common, **clip, **lcm, set_alpha_to_one=schedule.set_alpha_to_one)
     return DPMSolverMultistepScheduler(**common, use_karras_sigmas=karras)
 
 
@@ -190,6 +194,11 @@ def test_sample_prediction(sampler):
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_other_beta_schedules(sampler, beta_schedule):
     schedule = NoiseSchedule(beta_schedule=beta_schedule, beta_start=0.0001, beta_end=0.02)
+    if sampler == "lcm" and beta_schedule == "squaredcos_cap_v2":
+        # The cosine schedule's t = 999 sits at sigma 2e4, where float32 has x0 only to ~1e-3
+        # however it is computed (diffusers divides by sqrt(abar), spacetime subtracts sigma·eps);
+        # LCM, unlike the ODE samplers, passes that x0 on as is. No LCM model uses this schedule.
+        pytest.skip("float32 cannot agree on x0 at sigma 2e4")
     check_matches(schedule, sampler, 10)
     if sampler == "euler" or (sampler == "dpm++" and beta_schedule == "linear"):
         check_matches(schedule, sampler, 10, karras=True)
@@ -218,6 +227,55 @@ def test_rescale_zero_snr_at_infinite_sigma_raises():
     schedule = NoiseSchedule(rescale_betas_zero_snr=True, timestep_spacing="trailing")
     with pytest.raises(ValueError, match="infinite"):
         plan(schedule, "ddim", 10)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 4, 8])
+def test_lightning_trailing_euler_matches_diffusers(steps):
+    """AnimateDiff-Lightning's sampler: Euler, trailing spacing, linear betas, 1-8 steps."""
+    schedule = NoiseSchedule(beta_schedule="linear", timestep_spacing="trailing")
+    check_matches(schedule, "euler", steps)
+
+
+@pytest.mark.parametrize("original", [50, 100])
+@pytest.mark.parametrize("steps", [1, 2, 4, 6, 8, 13])
+def test_lcm_matches_diffusers(steps, original):
+    """AnimateLCM's sampler (linear betas) and LCM-LoRA's (SD's scaled-linear), x0 clipped or
+    not, another distillation grid and boundary scaling: timesteps, inputs and trajectory."""
+    for schedule in (
+        NoiseSchedule(beta_schedule="linear", original_inference_steps=original),
+        NoiseSchedule(clip_sample=True, original_inference_steps=original, timestep_scaling=5.0),
+    ):
+        check_matches(schedule, "lcm", steps)
+    ref = LCMScheduler(original_inference_steps=original)
+    for n in range(1, original + 1):  # every step count picks diffusers' timesteps
+        ref.set_timesteps(n)
+        assert torch.equal(plan(NoiseSchedule(original_inference_steps=original), "lcm", n)
+                           .timesteps, ref.timesteps.float()), n  # fmt: skip
+
+
+def test_lcm_refuses_more_steps_than_its_grid():
+    with pytest.raises(ValueError, match="at most original_inference_steps=50 steps, got 51"):
+        plan(NoiseSchedule(), "lcm", 51)
+    with pytest.raises(ValueError, match="original_inference_steps must be in"):
+        NoiseSchedule(original_inference_steps=0)
+
+
+def test_guidance_at_or_below_one_calls_the_conditional_branch_alone():
+    cond, uncond = torch.ones(2, 3, 4), torch.zeros(2, 3, 4)
+    contexts = []
+
+    def net(x, t, context):
+        contexts.append(context)
+        return x * 0 + context.mean()
+
+    for scale in (1.0, 0.5, 0.0):
+        contexts.clear()
+        out = classifier_free_guidance(net, cond, uncond, scale)(torch.zeros(2, 4), torch.ones(()))
+        assert float(out.mean()) == 1.0  # the conditional prediction, unguided
+        assert len(contexts) == 1 and torch.equal(contexts[0], cond)
+    contexts.clear()
+    classifier_free_guidance(net, cond, uncond, 1.5)(torch.zeros(2, 4), torch.ones(()))
+    assert len(contexts) == 1 and contexts[0].shape[0] == 4  # above 1: both branches, one call
 
 
 def test_video_shaped_latents():
@@ -286,6 +344,7 @@ def test_loads_sd15_and_other_scheduler_configs():
         EulerDiscreteScheduler,
         EulerAncestralDiscreteScheduler,
         DPMSolverMultistepScheduler,
+        LCMScheduler,
     ):
         s = NoiseSchedule.from_diffusers_config(dict(cls.from_config(sd15).config))
         assert s.beta_schedule == "scaled_linear" and s.steps_offset == 1

@@ -195,12 +195,16 @@ def wall_seconds(run: Path) -> float:
 
 
 def to_fp16(folder: Path) -> None:
-    """Halve the shipped size: weights stored fp16, loaded back as fp32 by spacetime."""
+    """Halve the shipped size: weights stored fp16, loaded back as fp32 by spacetime. Each file's
+    metadata stays (a LoRA's adapter config, with its alpha, lives there)."""
+    from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
     for path in folder.rglob("*.safetensors"):
+        with safe_open(str(path), "pt") as f:
+            metadata = f.metadata() or {"format": "pt"}
         sd = {k: v.half() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
-        save_file(sd, str(path), metadata={"format": "pt"})
+        save_file(sd, str(path), metadata=metadata)
 
 
 def size_mb(folder: Path) -> float:

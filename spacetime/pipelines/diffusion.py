@@ -166,10 +166,16 @@ class DiffusionPipeline:
     def check_request(self, req: GenerationRequest) -> None:
         """Limits that follow from this model: steps within its noise schedule, clip_skip within
         its text encoder."""
-        schedule_length = self.components.schedule.num_train_timesteps
-        if req.steps > schedule_length:
+        schedule = self.components.schedule
+        if req.steps > schedule.num_train_timesteps:
             raise ArgumentValueError(
-                f"steps must be <= {schedule_length} (the model's noise schedule), got {req.steps}"
+                f"steps must be <= {schedule.num_train_timesteps} (the model's noise schedule), "
+                f"got {req.steps}"
+            )
+        if req.scheduler == "lcm" and req.steps > schedule.original_inference_steps:
+            raise ArgumentValueError(
+                f"the lcm sampler takes at most {schedule.original_inference_steps} steps (the "
+                f"model's original_inference_steps), got {req.steps}"
             )
         layers = self.components.text_encoder.model.config.num_hidden_layers
         if req.clip_skip is not None and req.clip_skip >= layers:
@@ -183,7 +189,7 @@ class DiffusionPipeline:
         text = self.components.text_encoder
         cond = text.encode(list(req.prompts), req.clip_skip)
         uncond = None
-        if req.guidance != 1.0:
+        if req.guidance > 1.0:  # at <= 1 the sampler calls the conditional branch alone
             negatives = list(req.negative_prompts) or [""] * len(req.prompts)
             uncond = text.encode(negatives, req.clip_skip)
         repeat = lambda e: None if e is None else e.repeat_interleave(req.num_images, dim=0)  # noqa: E731
