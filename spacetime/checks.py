@@ -13,6 +13,9 @@ from collections.abc import Sequence
 from spacetime.errors import ArgumentTypeError, ArgumentValueError
 
 SAMPLERS = ("ddim", "ddpm", "euler", "euler-a", "dpm++", "lcm")
+# The noise-schedule settings a command line may override (spacetime.sampling.NoiseSchedule's)
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
 KARRAS_SAMPLERS = ("euler", "euler-a", "dpm++")  # those that step over a sigma grid
 ETA_SAMPLERS = ("ddim",)  # ddpm and euler-a are fully stochastic; euler and dpm++ not at all
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from spacetime.checks import PRECISIONS, SAMPLERS
+from spacetime.checks import BETA_SCHEDULES, PRECISIONS, SAMPLERS, TIMESTEP_SPACINGS
 
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 
@@ -66,6 +66,20 @@ def add_sampling_flags(parser: argparse.ArgumentParser, steps: int = 20) -> None
         "--karras", action="store_true", help="Karras sigma spacing (euler, euler-a, dpm++)"
     )
     parser.add_argument(
+        "--beta-schedule",
+        choices=BETA_SCHEDULES,
+        default=None,
+        help="override the model's noise schedule, as few-step checkpoints ask: linear for "
+        "AnimateLCM and AnimateDiff-Lightning (default: the model's scheduler config)",
+    )
+    parser.add_argument(
+        "--timestep-spacing",
+        choices=TIMESTEP_SPACINGS,
+        default=None,
+        help="override how the sampler spaces its steps: trailing for AnimateDiff-Lightning's "
+        "euler (default: the model's scheduler config)",
+    )
+    parser.add_argument(
         "--eta", type=float, default=0.0, help="DDIM noise (ddim only; 0 = deterministic)"
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed, 0 to 2**64-1 (default 0)")
@@ -104,6 +118,12 @@ def check_loras(values: list[str]) -> list[tuple[str, float]]:
 
     loras = [parse_lora_arg(value) for value in values]
     return [(str(find_lora(path)), weight) for path, weight in loras]
+
+
+def set_schedule(pipe, args: argparse.Namespace) -> None:
+    """Apply --beta-schedule / --timestep-spacing over the model's scheduler config."""
+    overrides = {"beta_schedule": args.beta_schedule, "timestep_spacing": args.timestep_spacing}
+    pipe.set_schedule(**{k: v for k, v in overrides.items() if v is not None})
 
 
 def load_loras(pipe, loras: list[tuple[str, float]], motion: bool = False) -> None:

@@ -13,6 +13,7 @@ from spacetime.cli import (
     load_loras,
     progress_bar,
     run,
+    set_schedule,
     warn_unknown_words,
 )
 
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
 
         pipe = ImagePipeline.from_pretrained(model, device, args.precision)
         load_loras(pipe, loras)
+        set_schedule(pipe, args)
         warn_unknown_words(pipe, args.prompt, args.negative_prompt)
         images = pipe(
             args.prompt, args.negative_prompt, height=args.height, width=args.width,

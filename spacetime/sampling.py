@@ -16,11 +16,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from spacetime.checks import SAMPLERS  # torch-free, for the CLIs' --help
+# torch-free, for the CLIs' --help
+from spacetime.checks import BETA_SCHEDULES, SAMPLERS, TIMESTEP_SPACINGS
 
-BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
-TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
 
 # Keys of diffusers scheduler configs that these samplers honour only at the value that leaves the
 # math as implemented here; any other value raises.

@@ -15,6 +15,7 @@ from spacetime.cli import (
     load_loras,
     progress_bar,
     run,
+    set_schedule,
     warn_unknown_words,
 )
 
@@ -146,6 +147,7 @@ def main(argv: list[str] | None = None) -> None:
                 "folder or an AnimateDiff file), or --frames 1 for an image"
             )
         load_loras(pipe, loras)
+        set_schedule(pipe, args)
         load_loras(pipe, motion_loras, motion=True)
         warn_unknown_words(pipe, args.prompt, args.negative_prompt)
         clip = pipe(

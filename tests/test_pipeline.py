@@ -13,6 +13,7 @@ DIFFUSERS_SCHEDULERS = {
     "euler": "EulerDiscreteScheduler",
     "dpm++": "DPMSolverMultistepScheduler",
     "euler-a": "EulerAncestralDiscreteScheduler",
+    "lcm": "LCMScheduler",
 }
 
 
@@ -58,6 +59,22 @@ def test_same_seed_same_image_as_diffusers(tiny_sd, scheduler):
     )  # fmt: skip
     assert got.shape == (1, 32, 48, 3) and got.dtype == np.uint8
     assert close_pixels(got, want) >= 0.99
+
+
+@pytest.mark.parametrize("guidance", [1.0, 0.5, 2.0])
+def test_lcm_at_few_steps_matches_diffusers_and_guidance_1_is_one_branch(tiny_sd, guidance):
+    """LCM-LoRA's and AnimateLCM's setting: 4 LCM steps; at guidance <= 1 the U-Net sees the
+    conditional batch alone, once per step (diffusers does the same), above it both branches."""
+    folder, ref = tiny_sd
+    kw = dict(num_inference_steps=4, guidance_scale=guidance, height=32, width=32)
+    want = diffusers_images(ref, "lcm", ["a red circle", "a cube"], seed=3, **kw)
+    pipe = load_pipeline(folder, precision="fp32")
+    batches = []
+    pipe.components.unet.register_forward_hook(lambda m, args, out: batches.append(len(args[0])))
+    got = pipe(["a red circle", "a cube"], steps=4, guidance=guidance, height=32, width=32,
+               seed=3, scheduler="lcm")  # fmt: skip
+    assert close_pixels(got, want) >= 0.99
+    assert batches == [2 if guidance <= 1 else 4] * 4
 
 
 def test_batches_and_images_per_prompt_match_diffusers(tiny_sd):

@@ -1,4 +1,6 @@
-"""AnimateDiff motion modules in the original single-file layout (guoyww/AnimateDiff `mm_sd_v15*`).
+"""AnimateDiff motion modules in single files: the original layout (guoyww/AnimateDiff
+`mm_sd_v15*`, AnimateLCM's `AnimateLCM_sd15_t2v.ckpt`) and diffusers' MotionAdapter state dict
+saved alone (AnimateDiff-Lightning's `animatediff_lightning_Nstep_diffusers.safetensors`).
 
 Original keys nest each module as `…motion_modules.j.temporal_transformer.*` with
 `attention_blocks.{0,1}`, `norms.{0,1}`, `ff_norm` and a stored `pos_encoder.pe`; diffusers'
@@ -56,11 +58,33 @@ def original_to_diffusers(sd: dict[str, Tensor]) -> tuple[dict[str, Tensor], Ani
         out[rename_key(key)] = value
     if positions is None:
         raise CheckpointError("motion module has no pos_encoder.pe, so its frame count is unknown")
-    mid = any(k.startswith("mid_block.") for k in out)
-    layers = {int(m.group(1)) for k in out if (m := re.search(r"\.transformer_blocks\.(\d+)\.", k))}
-    # AnimateDiff's modules all use 8 heads (its config: num_attention_heads=8).
-    spec = AnimateDiff(heads=8, layers=len(layers), max_frames=positions, mid_block=mid)
-    return out, spec
+    return out, _spec(out, positions)
+
+
+def is_diffusers_motion_module(sd: dict[str, Tensor]) -> bool:
+    """A MotionAdapter state dict: every key inside a motion module, in diffusers' names."""
+    return bool(sd) and all(".motion_modules." in k and not is_original_key(k) for k in sd)
+
+
+def diffusers_file_spec(sd: dict[str, Tensor]) -> AnimateDiff:
+    """The spec of a MotionAdapter state dict saved without its config.json: frame positions
+    from its stored position codes (`pos_embed.pe`, (1, max_frames, channels))."""
+    codes = [v for k, v in sd.items() if k.endswith(".pos_embed.pe")]
+    if not codes:
+        raise CheckpointError(
+            "motion module has no pos_embed.pe, so its frame count is unknown (a MotionAdapter "
+            "folder's config.json says it)"
+        )
+    return _spec(sd, codes[0].shape[1])
+
+
+def _spec(sd: dict[str, Tensor], positions: int) -> AnimateDiff:
+    """The spec of motion modules in diffusers' names: layers and mid block from the keys."""
+    mid = any(k.startswith("mid_block.") for k in sd)
+    layers = {int(m.group(1)) for k in sd if (m := re.search(r"\.transformer_blocks\.(\d+)\.", k))}
+    # AnimateDiff's modules all use 8 heads (its config: num_attention_heads=8), as do
+    # AnimateLCM's and AnimateDiff-Lightning's (diffusers' MotionAdapter default).
+    return AnimateDiff(heads=8, layers=len(layers), max_frames=positions, mid_block=mid)
 
 
 def version(spec: AnimateDiff) -> str:

@@ -50,16 +50,20 @@ def spec_from_adapter_config(cfg: dict) -> AnimateDiff:
 
 
 def load_motion_adapter(unet: UNet2DCondition, path: str | os.PathLike) -> UNet2DCondition:
-    """`unet` inflated with the motion modules of a MotionAdapter folder or an original
-    AnimateDiff file (mm_sd_v15*.safetensors / .ckpt)."""
+    """`unet` inflated with the motion modules of a MotionAdapter folder, an original AnimateDiff
+    file (mm_sd_v15*.safetensors / .ckpt, AnimateLCM's) or a MotionAdapter state dict saved as
+    one file (AnimateDiff-Lightning's *_diffusers.safetensors)."""
     folder = Path(path)
     if folder.is_file():
         from spacetime.formats import animatediff
 
         sd = read_weights(folder)
-        if not animatediff.is_original_motion_module(sd):
+        if animatediff.is_original_motion_module(sd):
+            motion, spec = animatediff.original_to_diffusers(sd)
+        elif animatediff.is_diffusers_motion_module(sd):
+            motion, spec = sd, animatediff.diffusers_file_spec(sd)
+        else:
             raise CheckpointError(f"{folder} is not an AnimateDiff motion module")
-        motion, spec = animatediff.original_to_diffusers(sd)
     elif folder.is_dir():
         spec = spec_from_adapter_config(read_json(folder / "config.json"))
         motion = read_component(folder, "diffusion_pytorch_model")

@@ -7,6 +7,7 @@ clip latents, and the U-Net folds frames into its batch.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -162,6 +163,23 @@ class DiffusionPipeline:
         else:
             return None
         return windows if req.frames > windows.frames else None
+
+    def set_schedule(self, **overrides) -> None:
+        """Override noise-schedule settings of the model's scheduler config, as diffusers'
+        `Scheduler.from_config(config, **overrides)`: few-step checkpoints ask for theirs
+        (AnimateLCM: beta_schedule="linear"; AnimateDiff-Lightning: also
+        timestep_spacing="trailing"). Keys: spacetime.sampling.NoiseSchedule's fields."""
+        schedule = self.components.schedule
+        known = {f.name for f in dataclasses.fields(schedule)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ArgumentValueError(
+                f"unknown schedule setting {unknown[0]!r}; known: {', '.join(sorted(known))}"
+            )
+        try:
+            self.components.schedule = dataclasses.replace(schedule, **overrides)
+        except (TypeError, ValueError) as e:
+            raise ArgumentValueError(str(e)) from None
 
     def check_request(self, req: GenerationRequest) -> None:
         """Limits that follow from this model: steps within its noise schedule, clip_skip within
