@@ -137,3 +137,24 @@ def test_a_state_dict_that_is_no_motion_module_is_refused(checkpoints, tmp_path)
     (tmp_path / "x.st").rename(tmp_path / "x.safetensors")
     with pytest.raises(CheckpointError, match="is not an AnimateDiff motion module"):
         VideoPipeline.from_pretrained(checkpoints / "sd", motion=tmp_path / "x.safetensors")
+
+
+def test_the_command_line_runs_lightning_as_the_api_does(checkpoints, tmp_path):
+    """--motion FILE --scheduler euler --timestep-spacing trailing --beta-schedule linear
+    --guidance 1: the frames (a PNG folder, lossless) equal the Python API's."""
+    from PIL import Image
+
+    from spacetime import video
+
+    file = checkpoints / "lightning_4step_diffusers.safetensors"
+    pipe = VideoPipeline.from_pretrained(checkpoints / "sd", precision="fp32", motion=file)
+    pipe.set_schedule(beta_schedule="linear", timestep_spacing="trailing")
+    want = pipe(PROMPT, frames=6, steps=4, guidance=1.0, height=32, width=32, seed=5,
+                scheduler="euler")[0]  # fmt: skip
+    out = tmp_path / "frames"
+    video.main([PROMPT, "--model", str(checkpoints / "sd"), "--motion", str(file), "--frames", "6",
+                "--steps", "4", "--guidance", "1", "--height", "32", "--width", "32", "--seed", "5",
+                "--scheduler", "euler", "--timestep-spacing", "trailing", "--beta-schedule",
+                "linear", "--precision", "fp32", "--out", f"{out}/"])  # fmt: skip
+    got = np.stack([np.asarray(Image.open(f)) for f in sorted(out.glob("frame_*.png"))])
+    assert np.array_equal(got, want)
