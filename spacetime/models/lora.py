@@ -18,6 +18,7 @@ targets, run by the same side branch.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from collections.abc import Iterable, Mapping
@@ -274,7 +275,20 @@ class TrainableLora(nn.Module):
             module.register_forward_hook(functools.partial(self._branch, index))
 
     def _branch(self, index: int, module: nn.Module, args: tuple, out: Tensor) -> Tensor:
+        if not self.enabled:
+            return out
         return out + self.scale * low_rank(module, args[0], self.down[index], self.up[index])
+
+    enabled = True  # off: the layers compute the frozen model (a distillation's teacher)
+
+    @contextlib.contextmanager
+    def disabled(self):
+        """The frozen model without the factors, inside the block."""
+        self.enabled = False
+        try:
+            yield
+        finally:
+            self.enabled = True
 
     def factors(self) -> dict[str, LoraFactors]:
         """The trained update of every layer, in float32, keyed by the layers' names."""

@@ -14,14 +14,16 @@ from spacetime.cli import Parser, entry_point, run
 
 
 def parser() -> Parser:
+    from spacetime.train.config import CONFIGS  # torch-free
+
     p = Parser(prog="python -m spacetime.train", description=__doc__,
                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument(
         "config",
         nargs="?",
         type=Path,
-        help="YAML recipe: `task:` (vae, text2image, motion, video_vae, multiview) picks the "
-        "task, the other keys override its typed fields (see configs/)",
+        help=f"YAML recipe: `task:` ({', '.join(CONFIGS)}) picks the task, the other keys "
+        "override its typed fields (see configs/)",
     )
     p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, log, model/")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -196,38 +196,68 @@ LORA_DATA: dict[str, str] = {
 
 
 @dataclass(frozen=True)
-class LoRATraining(TrainConfig):
-    """A LoRA (Hu et al. 2021) on a frozen model: on the motion modules of `motion` (a camera
-    move, as AnimateDiff's motion LoRAs) or, without `motion`, on `base`'s U-Net (a new concept or
-    style). Saved as a PEFT/diffusers file that `load_lora` and diffusers' `load_lora_weights`
-    read."""
+class LoRAStudent(TrainConfig):
+    """The LoRA (Hu et al. 2021) a run trains on a frozen model: on the motion modules of `motion`
+    (with `motion`), or on `base`'s U-Net. Not a task itself: LoRATraining and
+    ConsistencyTraining share it."""
 
-    task: ClassVar[str] = "lora"
     base: str = ""  # the image model (a diffusers folder)
-    motion: str = ""  # a motion package: the LoRA then goes on its motion modules only
-    data: str = ""  # one of LORA_DATA
+    motion: str = ""  # a motion package (the clip model is base + its modules)
     rank: int = 8
     alpha: float = 8.0  # ΔW = alpha / rank · up @ down
     # Layer names or their last dotted parts, as peft's target_modules: the attention projections
     targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
-    frames: int = 16  # per training clip (motion)
-    caption_dropout: float = 0.1
+    frames: int = 16  # per training clip (with `motion`)
 
     def __post_init__(self):
         super().__post_init__()
         self._needs("base", "the image model the LoRA adapts")
+        self._at_least(1, "rank", "frames")
+        if self.alpha <= 0:
+            raise ConfigError(f"alpha must be > 0, got {self.alpha}")
+        if not self.targets or not all(self.targets):
+            raise ConfigError(f"targets must name at least one layer, got {list(self.targets)}")
+
+
+@dataclass(frozen=True)
+class LoRATraining(LoRAStudent):
+    """A LoRA learning what the frozen model never saw: a camera move on the motion modules of
+    `motion` (as AnimateDiff's motion LoRAs), or, without `motion`, a concept or style on `base`'s
+    U-Net. Saved as a PEFT/diffusers file that `load_lora` and diffusers' `load_lora_weights`
+    read."""
+
+    task: ClassVar[str] = "lora"
+    data: str = ""  # one of LORA_DATA
+    caption_dropout: float = 0.1
+
+    def __post_init__(self):
+        super().__post_init__()
         if self.data not in LORA_DATA:
             raise ConfigError(f"data must be one of {', '.join(LORA_DATA)}, got {self.data!r}")
         if LORA_DATA[self.data] == "motion" and not self.motion:
             raise ConfigError(f"data {self.data!r} trains motion modules: it needs `motion:`")
         if LORA_DATA[self.data] == "image" and self.motion:
             raise ConfigError(f"data {self.data!r} is still images: leave `motion:` empty")
-        self._at_least(1, "rank", "frames")
-        if self.alpha <= 0:
-            raise ConfigError(f"alpha must be > 0, got {self.alpha}")
-        if not self.targets or not all(self.targets):
-            raise ConfigError(f"targets must name at least one layer, got {list(self.targets)}")
         self._within(0, 1, "caption_dropout")
+
+
+@dataclass(frozen=True)
+class ConsistencyTraining(LoRAStudent):
+    """Latent consistency distillation (Luo et al. 2023; as LCM-LoRA, a LoRA student): `base`
+    (with the motion modules of `motion`: the clip model) learns to sample in a few LCM steps at
+    guidance 1, taught on the world's images or clips by itself frozen under classifier-free
+    guidance, one DDIM step of T / original_inference_steps at a time."""
+
+    task: ClassVar[str] = "lcm"
+    guidance: float = 7.5  # the teacher's scale, baked into the student
+    original_inference_steps: int = 50  # the solver's grid, as LCMScheduler's
+    huber_c: float = 0.001  # pseudo-Huber loss sqrt(d² + c²) − c
+
+    def __post_init__(self):
+        super().__post_init__()
+        self._at_least(1, "guidance", "original_inference_steps")
+        if self.huber_c <= 0:
+            raise ConfigError(f"huber_c must be > 0, got {self.huber_c}")
 
 
 CONFIGS: dict[str, type[TrainConfig]] = {
@@ -239,6 +269,7 @@ CONFIGS: dict[str, type[TrainConfig]] = {
         VideoVAETraining,
         MultiViewTraining,
         LoRATraining,
+        ConsistencyTraining,
     )  # fmt: skip
 }
 

@@ -26,7 +26,7 @@ from spacetime.train.common import (
     rank_slice,
     step_generator,
 )
-from spacetime.train.config import LoRATraining
+from spacetime.train.config import LoRAStudent, LoRATraining
 from spacetime.train.motion import MotionLoss
 
 
@@ -45,38 +45,59 @@ def lora_data(cfg: LoRATraining, step: int) -> tuple[Tensor, list[str]]:
     return world.images_to_tensor(render_outlined(scenes)), [s.caption() for s in scenes]
 
 
+def frozen_model(cfg: LoRAStudent):
+    """`base`'s components, with the motion modules of `motion` and the text encoder its package
+    ships, when given: the model as the pipelines sample it, in float32, frozen."""
+    from spacetime.formats.load import load_components
+
+    c = load_components(cfg.base)
+    if cfg.motion:
+        from spacetime.formats.motion import load_motion_adapter, load_motion_text_encoder
+
+        c.unet = load_motion_adapter(c.unet, cfg.motion)
+        c.text_encoder = load_motion_text_encoder(cfg.motion, c.text_encoder.tokenizer) or (
+            c.text_encoder
+        )
+    for module in (c.unet, c.text_encoder.model, c.vae):
+        module.float().eval().requires_grad_(False)
+    return c
+
+
+def student(cfg: LoRAStudent, unet: nn.Module, everywhere: bool = False) -> TrainableLora:
+    """Fresh factors on the targeted layers: the motion modules' with `motion`, else the
+    spatial U-Net's; `everywhere`: all of them, spatial and temporal."""
+    inside, outside = (ADAPTER_KEY, None) if cfg.motion else (None, ADAPTER_KEY)
+    if everywhere:
+        inside = outside = None
+    layers = target_layers(unet, cfg.targets, within=inside, outside=outside)
+    return TrainableLora({f"unet.{n}": m for n, m in layers.items()}, cfg.rank, cfg.alpha)
+
+
+def export_lora(cfg: LoRAStudent, lora: TrainableLora, folder: Path) -> dict:
+    """folder/pytorch_lora_weights.safetensors, where diffusers' load_lora_weights looks."""
+    save_lora(folder / LORA_FILE, lora.factors(), cfg.alpha)
+    return {
+        "lora_layers": len(lora.names),
+        "lora_parameters": sum(p.numel() for p in lora.parameters()),
+    }
+
+
 class LoRATask:
     """A LoRA on `base` (image data) or on the motion modules of `motion` (clip data)."""
 
     def __init__(self, cfg: LoRATraining):
-        from spacetime.formats.load import load_components
-
         self.cfg = cfg
-        self.components = load_components(cfg.base)
-        self.components.vae.eval()
-        if cfg.motion:
-            from spacetime.formats.motion import load_motion_adapter, load_motion_text_encoder
-
-            c = self.components
-            c.unet = load_motion_adapter(c.unet, cfg.motion)
-            c.text_encoder = load_motion_text_encoder(cfg.motion, c.text_encoder.tokenizer) or (
-                c.text_encoder
-            )
+        self.components = frozen_model(cfg)
 
     def frozen(self) -> list[nn.Module]:
         return [self.components.vae]
 
     def build(self) -> nn.Module:
         c, cfg = self.components, self.cfg
-        unet, text = c.unet.float(), c.text_encoder.model.float()
-        unet.requires_grad_(False)
-        text.requires_grad_(False)
-        inside, outside = (ADAPTER_KEY, None) if cfg.motion else (None, ADAPTER_KEY)
-        layers = target_layers(unet, cfg.targets, within=inside, outside=outside)
         schedule = NoiseSchedule().alphas_cumprod.float()
         # MotionLoss roots the autograd graph at the input, which the frozen U-Net needs on CPU
-        loss = (MotionLoss if cfg.motion else DenoisingLoss)(unet, text, schedule)
-        loss.lora = TrainableLora({f"unet.{n}": m for n, m in layers.items()}, cfg.rank, cfg.alpha)
+        loss = (MotionLoss if cfg.motion else DenoisingLoss)(c.unet, c.text_encoder.model, schedule)
+        loss.lora = student(cfg, c.unet)
         return loss
 
     @torch.no_grad()
@@ -92,9 +113,4 @@ class LoRATask:
         return {k: rank_slice(v, rank, world_size) for k, v in batch.items()}
 
     def export(self, module: nn.Module, folder: Path) -> dict:
-        """folder/pytorch_lora_weights.safetensors, where diffusers' load_lora_weights looks."""
-        save_lora(folder / LORA_FILE, module.lora.factors(), self.cfg.alpha)
-        return {
-            "lora_layers": len(module.lora.names),
-            "lora_parameters": sum(p.numel() for p in module.lora.parameters()),
-        }
+        return export_lora(self.cfg, module.lora, folder)
