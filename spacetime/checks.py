@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from spacetime.errors import ArgumentTypeError, ArgumentValueError
 
@@ -74,6 +74,35 @@ def prompts(name: str, value: object, allow_none: bool = False) -> tuple[str, ..
     if isinstance(value, Sequence) and all(isinstance(p, str) for p in value):
         return tuple(value)
     raise ArgumentTypeError(f"{name} must be a string or a list of strings, got {value!r:.80}")
+
+
+def prompt_travel(value: Mapping) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """A {frame: prompt} mapping -> (key frames, prompts) in frame order."""
+    for frame, prompt in value.items():
+        integer("prompt travel key frame", frame, 0)
+        if not isinstance(prompt, str):
+            raise ArgumentTypeError(
+                f"the prompt at frame {frame} must be a string, got {prompt!r:.80}"
+            )
+    keys = tuple(sorted(value))
+    return keys, tuple(value[k] for k in keys)
+
+
+def key_frames(keys: Sequence[int], frames: int) -> None:
+    """Prompt travel's key frames: the first 0, increasing, all within the clip."""
+    for key in keys:
+        integer("key frame", key, 0)
+    if keys[0] != 0:
+        raise ArgumentValueError(
+            f"the first key frame must be 0 (the prompt the clip starts from), got {keys[0]}"
+        )
+    for a, b in zip(keys[:-1], keys[1:], strict=True):
+        if b <= a:
+            raise ArgumentValueError(f"key frames must increase, got {a} then {b}")
+    if keys[-1] >= frames:
+        raise ArgumentValueError(
+            f"key frame {keys[-1]} is past the clip's last frame ({frames - 1}; frames={frames})"
+        )
 
 
 def seed(value: object) -> int | None:

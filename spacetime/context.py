@@ -65,7 +65,9 @@ def windowed(net: Net, windows: ContextWindows) -> Net:
         # Accumulate weighted predictions and their weights, then divide, as FreeNoise does.
         out = norm = None
         for lo, hi in windows.spans(total):
-            pred = net(x_t[:, :, lo:hi], timestep, context)  # (b, c, window, h, w)
+            # a per-frame context (b, t, n, d), as prompt travel gives, follows its frames
+            window = context[:, lo:hi] if context.ndim == 4 else context
+            pred = net(x_t[:, :, lo:hi], timestep, window)  # (b, c, window, h, w)
             w = weight.to(pred.device, pred.dtype)
             if out is None:
                 out = pred.new_zeros((*pred.shape[:2], total, *pred.shape[3:]))

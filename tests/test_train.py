@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from spacetime.errors import ConfigError, SpacetimeError
 from spacetime.train.config import (
     CONFIGS,
+    ConsistencyTraining,
     LoRATraining,
     MotionTraining,
     MultiViewTraining,
@@ -65,7 +66,7 @@ def _known(cls) -> str:
         ({"task": "video_vae", "vae": "v", "views": 4, "base": "b"},
          "unknown video_vae config keys: base, views " + _known(VideoVAETraining)),
         ({"task": "gan"}, "task must be one of vae, text2image, motion, video_vae, multiview, "
-                          "lora, got 'gan'"),
+                          "lora, lcm, got 'gan'"),
         ({"steps": 1.7}, "steps must be an int, got 1.7"),
         ({"steps": "many"}, "steps must be an int, got 'many'"),
         ({"steps": True}, "steps must be an int, got True"),
@@ -105,6 +106,9 @@ def _known(cls) -> str:
         ({"task": "lora", "base": "b", "data": "outline", "rank": 0}, "rank must be >= 1, got 0"),
         ({"task": "lora", "base": "b", "data": "outline", "alpha": -1},
          "alpha must be > 0, got -1.0"),
+        ({"task": "lcm", "base": "b", "guidance": 0.5}, "guidance must be >= 1, got 0.5"),
+        ({"task": "lcm", "base": "b", "huber_c": 0}, "huber_c must be > 0, got 0.0"),
+        ({"task": "lcm", "base": "b", "data": "outline"}, "unknown lcm config keys: data"),
     ],
 )  # fmt: skip
 def test_bad_configs_are_refused_naming_the_key(overrides, message):
@@ -116,7 +120,7 @@ def test_bad_configs_are_refused_naming_the_key(overrides, message):
 def test_every_shipped_config_loads_as_its_tasks_class():
     expected = {"vae": VAETraining, "text2image": TextToImageTraining, "motion": MotionTraining,
                 "video_vae": VideoVAETraining, "multiview": MultiViewTraining,
-                "lora": LoRATraining}  # fmt: skip
+                "lora": LoRATraining, "lcm": ConsistencyTraining}  # fmt: skip
     assert expected == CONFIGS and set(TASKS) == set(CONFIGS)
     seen = set()
     for path in sorted((ROOT / "configs").glob("*.yaml")):

@@ -66,7 +66,8 @@ class TemporalTransformer(nn.Module):
         if self.reads_text:
             if context is None:
                 raise ValueError("this motion module reads the prompt: pass the text context")
-            # context arrives repeated per frame ((b t), n, d): one copy per pixel sequence
+            # context arrives per frame ((b t), n, d): the first frame's, one copy per pixel
+            # sequence (with prompt travel, the prompt the clip starts from)
             text = repeat(context[::frames], "b n d -> (b h w) n d", h=h, w=w)
         tokens = rearrange(clip, "b c t h w -> (b h w) t c")
         if self.pixel_positions is not None:

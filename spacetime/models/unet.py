@@ -359,7 +359,8 @@ class UNet2DCondition(Layout2d):
         context: Tensor | None,
         cameras: Tensor | None = None,
     ) -> Tensor:
-        """x (b, c, h, w) or (b, c, t, h, w); timestep scalar or (b,); context (b, n, d).
+        """x (b, c, h, w) or (b, c, t, h, w); timestep scalar or (b,); context (b, n, d), or
+        (b, t, n, d) for a clip whose frames each have their own (prompt travel).
 
         cameras: camera-to-world 4×4s (OpenGL convention, spacetime.world.Camera), (b, v, 4, 4) or
         ((b v), 4, 4), one per frame of a multi-view set (v = t; an image is one view). Only a
@@ -371,10 +372,12 @@ class UNet2DCondition(Layout2d):
             x = rearrange(x, "b c t h w -> (b t) c h w")
         batch = x.shape[0] // frames
         temb = self.embed_time(timestep, batch, x.dtype)
+        if context is not None and context.ndim == 4:  # one context per frame
+            context = rearrange(context, "b t n d -> (b t) n d", t=frames)
+        elif context is not None and frames > 1:
+            context = context.repeat_interleave(frames, dim=0)
         if frames > 1:
             temb = temb.repeat_interleave(frames, dim=0)
-            if context is not None:
-                context = context.repeat_interleave(frames, dim=0)
         if cameras is not None:
             temb = temb + self.embed_cameras(cameras, batch, frames).to(temb.dtype)
 

@@ -23,6 +23,7 @@ from spacetime.formats.diffusers import Components
 from spacetime.free_init import FreeInit
 from spacetime.models.vae import AutoencoderKL
 from spacetime.precision import DTYPES, autocast, resolve_precision
+from spacetime.travel import travel
 
 DECODE_CHUNK = 8  # frames per VAE decode call: decode memory grows with this, not with the clip
 
@@ -71,6 +72,9 @@ class GenerationRequest:
     context_overlap: int | None = None
     # Resample a clip from its own low frequencies (spacetime.free_init); images skip it.
     free_init: FreeInit | None = None
+    # Prompt travel (spacetime.travel): prompts[i] holds from key_frames[i], one clip; empty: each
+    # prompt is its own clip
+    key_frames: tuple[int, ...] = ()
 
     def __post_init__(self):
         """Every field alone and in combination, named in the error (spacetime.checks)."""
@@ -78,7 +82,7 @@ class GenerationRequest:
         checks.prompts("negative_prompt", self.negative_prompts)
         if not self.prompts:
             raise ArgumentValueError("at least one prompt is needed")
-        if len(self.negative_prompts) not in (0, len(self.prompts)):
+        if not self.key_frames and len(self.negative_prompts) not in (0, len(self.prompts)):
             raise ArgumentValueError(
                 f"{len(self.negative_prompts)} negative prompts for {len(self.prompts)} prompts"
             )
@@ -101,6 +105,19 @@ class GenerationRequest:
             self.windows(self.context_frames)  # validates the pair
         if self.free_init is not None and not isinstance(self.free_init, FreeInit):
             raise ArgumentTypeError(f"free_init must be a FreeInit or None, got {self.free_init!r}")
+        if self.key_frames:
+            checks.key_frames(self.key_frames, self.frames)
+            if len(self.key_frames) != len(self.prompts) or len(self.negative_prompts) > 1:
+                raise ArgumentValueError(
+                    f"prompt travel takes one prompt per key frame and at most one negative "
+                    f"prompt, got {len(self.prompts)} prompts for {len(self.key_frames)} key "
+                    f"frames and {len(self.negative_prompts)} negative prompts"
+                )
+
+    @property
+    def clips(self) -> int:
+        """Prompts that each make their own clip (or image): one for prompt travel."""
+        return 1 if self.key_frames else len(self.prompts)
 
     def windows(self, frames: int) -> ContextWindows:
         """Windows of `frames` frames with the requested overlap (default: a quarter window)."""
@@ -206,10 +223,14 @@ class DiffusionPipeline:
         """(b·n, 77, d) conditional and unconditional embeddings, repeated per image (diffusers order)."""
         text = self.components.text_encoder
         cond = text.encode(list(req.prompts), req.clip_skip)
+        if req.key_frames:  # one clip, a context per frame: (1, t, n, d)
+            cond = travel(cond, req.key_frames, req.frames)[None]
         uncond = None
         if req.guidance > 1.0:  # at <= 1 the sampler calls the conditional branch alone
-            negatives = list(req.negative_prompts) or [""] * len(req.prompts)
+            negatives = list(req.negative_prompts) or [""] * req.clips
             uncond = text.encode(negatives, req.clip_skip)
+            if req.key_frames:
+                uncond = uncond[:, None].expand(cond.shape)
         repeat = lambda e: None if e is None else e.repeat_interleave(req.num_images, dim=0)  # noqa: E731
         return repeat(cond), repeat(uncond)
 
@@ -244,7 +265,7 @@ class DiffusionPipeline:
         compute = self._compute(precision)
         with compute:
             cond, uncond = self.encode_prompts(req)
-        batch = len(req.prompts) * req.num_images
+        batch = req.clips * req.num_images
         lat = (req.height // factor, req.width // factor)
         frames = () if req.frames == 1 else (req.frames,)
         shape = (batch, c.unet.config.in_channels, *frames, *lat)

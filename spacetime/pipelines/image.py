@@ -107,7 +107,10 @@ class ImagePipeline(DiffusionPipeline):
         width: int | None = None,
         **options,
     ) -> GenerationRequest:
-        """Validate arguments into a request (raises SpacetimeError naming the bad value)."""
+        """Validate arguments into a request (raises SpacetimeError naming the bad value). A
+        {frame: prompt} mapping is prompt travel: one clip whose prompt changes over time."""
+        if isinstance(prompt, Mapping):
+            options["key_frames"], prompt = checks.prompt_travel(prompt)
         prompts = checks.prompts("prompt", prompt)
         negatives = checks.prompts("negative_prompt", negative_prompt, allow_none=True)
         unknown = sorted(set(options) - OPTIONS)
@@ -115,7 +118,7 @@ class ImagePipeline(DiffusionPipeline):
             raise ArgumentTypeError(
                 f"unknown option {', '.join(unknown)}; expected one of {', '.join(sorted(OPTIONS))}"
             )
-        if len(negatives) == 1 and len(prompts) > 1:
+        if len(negatives) == 1 and len(prompts) > 1 and not options.get("key_frames"):
             negatives = negatives * len(prompts)
         return GenerationRequest(
             prompts,

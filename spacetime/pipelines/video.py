@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -79,7 +79,7 @@ class VideoPipeline(ImagePipeline):
 
     def __call__(
         self,
-        prompt: str | Sequence[str],
+        prompt: str | Sequence[str] | Mapping[int, str],
         negative_prompt: str | Sequence[str] | None = None,
         *,
         frames: int = 16,
@@ -87,7 +87,9 @@ class VideoPipeline(ImagePipeline):
         progress: Callable[[int, int], None] | None = None,
         **options,
     ) -> np.ndarray:
-        """Clips for the prompt(s); options are the image pipeline's plus `context_frames` and
+        """Clips for the prompt(s), or one clip whose prompt travels ({0: "a red circle", 12: "a
+        blue circle"}: embeddings interpolated between key frames, as diffusers' FreeNoise);
+        options are the image pipeline's plus `context_frames` and
         `context_overlap`: clips longer than the window are denoised in overlapping windows
         (spacetime.context), by default in 16-frame windows once the clip outgrows the motion
         modules' frame positions; and `free_init` (a FreeInit, or None for one plain pass),
