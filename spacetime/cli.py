@@ -41,9 +41,15 @@ def add_force_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_sampling_flags(parser: argparse.ArgumentParser, steps: int = 20) -> None:
-    """Flags every generator shares (prompt, model, sampler, seed, size, precision)."""
-    parser.add_argument("prompt", help="what to generate, e.g. 'a red circle'")
+def add_sampling_flags(
+    parser: argparse.ArgumentParser, steps: int = 20, prompt_help: str | None = None
+) -> None:
+    """Flags every generator shares (prompt, model, sampler, seed, size, precision); with
+    `prompt_help` the prompt may be left out (given another way, as that help says)."""
+    if prompt_help is None:
+        parser.add_argument("prompt", help="what to generate, e.g. 'a red circle'")
+    else:
+        parser.add_argument("prompt", nargs="?", help=prompt_help)
     parser.add_argument(
         "--model",
         help="diffusers folder, single-file .safetensors/.ckpt, or hub id (needs a network); "
@@ -174,10 +180,14 @@ class ModelFacts:
         return cls(**facts)
 
 
-def check_generation(args: argparse.Namespace, **extra) -> tuple[dict, Path, object]:
+def check_generation(
+    args: argparse.Namespace, travel: dict[int, str] | None = None, **extra
+) -> tuple[dict, Path, object]:
     """Every shared flag alone and together, before any weights load: the request's values
     (GenerationRequest), the model's existence and limits, the device, and the memory the size
-    needs. Returns (GenerationRequest fields, local model path, device)."""
+    needs; `travel`, prompt travel's {frame: prompt}, in place of args.prompt. Returns
+    (GenerationRequest fields, local model path, device)."""
+    from spacetime import checks
     from spacetime.devices import pick_device
     from spacetime.errors import ArgumentValueError
     from spacetime.formats.load import resolve
@@ -194,7 +204,12 @@ def check_generation(args: argparse.Namespace, **extra) -> tuple[dict, Path, obj
     height = size if args.height is None else args.height
     width = size if args.width is None else args.width
     negatives = () if args.negative_prompt is None else (args.negative_prompt,)
-    req = GenerationRequest((args.prompt,), negatives, height=height, width=width, **options)
+    prompts, key_frames = (args.prompt,), ()
+    if travel is not None:
+        key_frames, prompts = checks.prompt_travel(travel)
+    req = GenerationRequest(
+        prompts, negatives, height=height, width=width, key_frames=key_frames, **options
+    )
     if args.steps > facts.schedule_length:
         raise ArgumentValueError(
             f"steps must be <= {facts.schedule_length} (the model's noise schedule), "

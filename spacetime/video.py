@@ -25,7 +25,26 @@ def parser() -> Parser:
         prog="python -m spacetime.video",
         description="Generate a short clip from a text prompt: an image model inflated with motion modules.",
     )
-    add_sampling_flags(p)
+    add_sampling_flags(
+        p, prompt_help="what to generate, e.g. 'a red circle moving right'; leave it out for "
+        "prompt travel (--prompt-at, --prompt-file)",
+    )  # fmt: skip
+    p.add_argument(
+        "--prompt-at",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("FRAME", "PROMPT"),
+        help="prompt travel: PROMPT from key frame FRAME on (repeatable, increasing, the first at "
+        "0); text embeddings are interpolated between key frames, as diffusers' FreeNoise does",
+    )
+    p.add_argument(
+        "--prompt-file",
+        type=Path,
+        default=None,
+        help="prompt travel from a JSON or YAML file mapping key frames to prompts, "
+        '{"0": "a red circle", "12": "a blue circle"}',
+    )
     p.add_argument(
         "--frames", type=int, default=16, help="frames to generate (default 16; 1 = an image)"
     )
@@ -91,6 +110,54 @@ def parser() -> Parser:
     return p
 
 
+def travel_prompts(args: argparse.Namespace) -> dict[int, str] | None:
+    """Prompt travel's {frame: prompt} from --prompt-at or --prompt-file, or None for a plain
+    prompt; exactly one of the three ways is given."""
+    from spacetime.errors import ArgumentValueError
+
+    given = [bool(args.prompt), bool(args.prompt_at), args.prompt_file is not None]
+    if sum(given) != 1:
+        raise ArgumentValueError(
+            "give one of: a prompt, --prompt-at FRAME PROMPT (repeatable) or --prompt-file FILE"
+        )
+    if args.prompt:
+        return None
+    if args.prompt_at:
+        pairs = args.prompt_at
+        frames = [frame for frame, _ in pairs]
+        for a, b in zip(frames[:-1], frames[1:], strict=True):
+            if _frame(a) >= _frame(b):
+                raise ArgumentValueError(f"--prompt-at key frames must increase, got {a} then {b}")
+        return {_frame(frame): prompt for frame, prompt in pairs}
+    return read_travel_file(args.prompt_file)
+
+
+def _frame(text: str) -> int:
+    from spacetime.errors import ArgumentValueError
+
+    try:
+        return int(text)
+    except ValueError:
+        raise ArgumentValueError(f"a key frame must be an integer, got {text!r}") from None
+
+
+def read_travel_file(path: Path) -> dict[int, str]:
+    """{frame: prompt} from a JSON or YAML mapping (keys may be strings of digits)."""
+    import yaml
+
+    from spacetime.errors import ArgumentValueError
+
+    try:
+        data = yaml.safe_load(path.read_text())  # YAML reads JSON too
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ArgumentValueError(f"--prompt-file {path}: {e}") from None
+    if not isinstance(data, dict) or not data:
+        raise ArgumentValueError(
+            f"--prompt-file {path}: expected a mapping of key frames to prompts"
+        )
+    return {_frame(str(frame)): prompt for frame, prompt in data.items()}
+
+
 def free_init_option(args: argparse.Namespace) -> dict:
     """`free_init` for the request when the flags say; nothing leaves the pipeline's default."""
     from spacetime import checks
@@ -125,8 +192,10 @@ def main(argv: list[str] | None = None) -> None:
                 raise ArgumentValueError(f"{flag}: nothing at {path.absolute()}")
         loras = check_loras(args.lora)
         motion_loras = check_loras(args.motion_lora)
+        travel = travel_prompts(args)
         options, model, device = check_generation(
             args,
+            travel,
             frames=args.frames,
             context_frames=args.context_frames,
             context_overlap=args.context_overlap,
@@ -149,9 +218,9 @@ def main(argv: list[str] | None = None) -> None:
         load_loras(pipe, loras)
         set_schedule(pipe, args)
         load_loras(pipe, motion_loras, motion=True)
-        warn_unknown_words(pipe, args.prompt, args.negative_prompt)
+        warn_unknown_words(pipe, args.prompt, *(travel or {}).values(), args.negative_prompt)
         clip = pipe(
-            args.prompt, args.negative_prompt, height=args.height, width=args.width,
+            travel or args.prompt, args.negative_prompt, height=args.height, width=args.width,
             progress=progress_bar("sampling"), **options,
         )[0]  # fmt: skip
         write_video(args.out, clip, args.fps)

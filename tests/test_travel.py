@@ -98,3 +98,56 @@ def test_bad_key_frames_are_refused(animatediff, prompt, frames, message):
         pipe.request(prompt, frames=frames)
     with pytest.raises(ArgumentValueError, match="key frames must increase, got 4 then 2"):
         pipe.request(["a", "b", "c"], frames=8, key_frames=(0, 4, 2))
+
+
+def test_the_command_line_travels_as_the_api_does(animatediff, tmp_path):
+    from PIL import Image
+
+    from spacetime import video
+
+    pipe = VideoPipeline.from_pretrained(
+        animatediff / "sd", precision="fp32", motion=animatediff / "motion"
+    )
+    run = dict(frames=6, steps=2, guidance=3.0, height=32, width=32, seed=2)
+    want = pipe({0: "a red circle", 4: "a blue square"}, **run)[0]
+    common = ["--model", str(animatediff / "sd"), "--motion", str(animatediff / "motion"),
+              "--frames", "6", "--steps", "2", "--guidance", "3", "--height", "32", "--width",
+              "32", "--seed", "2", "--precision", "fp32"]  # fmt: skip
+    (tmp_path / "travel.yaml").write_text('0: a red circle\n"4": a blue square\n')
+    for way in (["--prompt-at", "0", "a red circle", "--prompt-at", "4", "a blue square"],
+                ["--prompt-file", str(tmp_path / "travel.yaml")]):  # fmt: skip
+        out = tmp_path / way[0].strip("-")
+        video.main([*way, *common, "--out", f"{out}/"])
+        got = np.stack([np.asarray(Image.open(f)) for f in sorted(out.glob("frame_*.png"))])
+        assert np.array_equal(got, want), way
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["a red circle", "--prompt-at", "0", "x"], "give one of: a prompt, --prompt-at"),
+        ([], "give one of: a prompt, --prompt-at"),
+        (["--prompt-at", "0", "a", "--prompt-at", "0", "b"],
+         "--prompt-at key frames must increase, got 0 then 0"),
+        (["--prompt-at", "4", "a", "--prompt-at", "2", "b"],
+         "--prompt-at key frames must increase, got 4 then 2"),
+        (["--prompt-at", "0", "a", "--prompt-at", "16", "b"],
+         r"key frame 16 is past the clip's last frame \(15; frames=16\)"),
+        (["--prompt-at", "2", "a"], "the first key frame must be 0"),
+        (["--prompt-at", "zero", "a"], "a key frame must be an integer, got 'zero'"),
+        (["--prompt-file", "{tmp}/missing.yaml"], "--prompt-file .*missing.yaml"),
+        (["--prompt-file", "{tmp}/list.yaml"], "expected a mapping of key frames to prompts"),
+    ],
+)  # fmt: skip
+def test_bad_travel_flags_are_refused_before_anything_loads(tmp_path, capsys, flags, message):
+    import re
+
+    from spacetime import video
+
+    (tmp_path / "list.yaml").write_text("- a red circle\n")
+    flags = [f.replace("{tmp}", str(tmp_path)) for f in flags]
+    with pytest.raises(SystemExit) as exit_:
+        video.main([*flags, "--out", str(tmp_path / "c.gif")])
+    assert exit_.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "c.gif").exists()
