@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -185,6 +185,11 @@ class Plan:
     init_noise_sigma: float  # initial x = randn * init_noise_sigma (sigma space)
     clip_sample_range: float | None = None  # clamp x0 to +-range (DDIM / DDPM / LCM clip_sample)
     timestep_scaling: float = 10.0  # LCM's boundary condition
+
+    def tail(self, start: int) -> Plan:
+        """The plan from step `start` on: SDEdit joins it part-way."""
+        rows = dict(timesteps=self.timesteps, sigmas=self.sigmas, sigmas_next=self.sigmas_next)
+        return replace(self, **{k: v[start:] for k, v in rows.items()})
 
     def __post_init__(self):
         n = len(self.timesteps)

@@ -16,7 +16,7 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from spacetime import checks, sampling
+from spacetime import checks, sampling, sdedit
 from spacetime.context import DEFAULT_FRAMES, ContextWindows, windowed
 from spacetime.errors import ArgumentTypeError, ArgumentValueError, SpacetimeError
 from spacetime.formats.diffusers import Components
@@ -75,6 +75,9 @@ class GenerationRequest:
     # Prompt travel (spacetime.travel): prompts[i] holds from key_frames[i], one clip; empty: each
     # prompt is its own clip
     key_frames: tuple[int, ...] = ()
+    # SDEdit: with an input image or clip, the share of the sampler's steps that run from it
+    # noised (spacetime.sdedit); 1 starts from pure noise
+    strength: float = 1.0
 
     def __post_init__(self):
         """Every field alone and in combination, named in the error (spacetime.checks)."""
@@ -105,6 +108,8 @@ class GenerationRequest:
             self.windows(self.context_frames)  # validates the pair
         if self.free_init is not None and not isinstance(self.free_init, FreeInit):
             raise ArgumentTypeError(f"free_init must be a FreeInit or None, got {self.free_init!r}")
+        if not 0 < checks.number("strength", self.strength) <= 1:
+            raise ArgumentValueError(f"strength must be in (0, 1], got {self.strength}")
         if self.key_frames:
             checks.key_frames(self.key_frames, self.frames)
             if len(self.key_frames) != len(self.prompts) or len(self.negative_prompts) > 1:
@@ -242,8 +247,13 @@ class DiffusionPipeline:
         progress: Callable[[int, int], None] | None = None,
         cameras: Tensor | None = None,
         on_step: Callable[[int, int, Tensor], None] | None = None,
+        init: Tensor | None = None,
     ) -> Tensor:
         """Run the sampler; returns clean latents (b, 4, h/8, w/8) or (b, 4, t, h/8, w/8).
+
+        `init`: pixels in [-1, 1], (1, 3, h, w) or (1, 3, t, h, w) at the request's size, that
+        sampling starts from, noised to the request's strength (SDEdit; spacetime.sdedit); every
+        image of the batch starts from the same posterior sample, and FreeInit does not apply.
 
         `cameras` (b, t, 4, 4) camera-to-world matrices go to a camera-conditioned U-Net with
         every call (both guidance branches): a multi-view set is a clip whose frames are views.
@@ -276,7 +286,22 @@ class DiffusionPipeline:
             generator.manual_seed(req.seed)
         else:
             generator.seed()
-        noise = torch.randn(shape, generator=generator).to(self.device)
+        start, first = None, 0  # SDEdit's latents (at sigma 0) and first step
+        if init is None:
+            if req.strength != 1:
+                raise ArgumentValueError("strength applies to an input image or video only")
+            noise = torch.randn(shape, generator=generator).to(self.device)
+        else:
+            if tuple(init.shape[2:]) != (*frames, req.height, req.width):
+                raise ArgumentValueError(
+                    f"the input is {tuple(init.shape[2:])} (frames, height, width), the request "
+                    f"{(*frames, req.height, req.width)}"
+                )
+            first = sdedit.first_step(req.steps, req.strength)
+            with compute:
+                start = sdedit.encode(c.vae, init.to(self.device, self.dtype), generator).float()
+            start = start.expand(shape)
+            noise = sdedit.noise_like(start, generator).to(self.device)
         cameras = None if cameras is None else cameras.to(self.device, torch.float32)
 
         def net(x_t: Tensor, t: Tensor, context: Tensor) -> Tensor:
@@ -292,14 +317,19 @@ class DiffusionPipeline:
             net = windowed(net, windows)
         model_fn = sampling.classifier_free_guidance(net, cond, uncond, req.guidance)
         denoiser = sampling.model_denoiser(model_fn, c.schedule)
-        free_init = req.free_init if req.frames > 1 else None
-        total = req.steps if free_init is None else free_init.total_steps(req.steps)
+        free_init = req.free_init if req.frames > 1 and start is None else None
+        total = req.steps - first if free_init is None else free_init.total_steps(req.steps)
         done = 0  # steps taken over all sampling passes
 
         def sample_pass(x_T: Tensor, steps: int) -> Tensor:
             """One sampling run from unit-variance noise x_T to clean latents."""
             nonlocal done
             plan = sampling.plan(c.schedule, req.scheduler, steps, karras=req.karras)
+            if start is None:
+                x = x_T * plan.init_noise_sigma
+            else:  # SDEdit: the input noised to the first step that runs
+                plan = plan.tail(first)
+                x = start + plan.sigmas[0] * x_T
 
             def callback(k: int, _x: Tensor, x0: Tensor) -> None:
                 if progress is not None:
@@ -309,10 +339,10 @@ class DiffusionPipeline:
 
             with compute:  # one autocast region for the whole loop keeps its weight-cast cache
                 x = sampling.sample(
-                    req.scheduler, denoiser, x_T * plan.init_noise_sigma, plan,
+                    req.scheduler, denoiser, x, plan,
                     eta=req.eta, generator=generator, callback=callback,
                 )  # fmt: skip
-            done += steps
+            done += len(plan.timesteps)
             return sampling.to_network_space(x, plan.sigmas_next[-1])
 
         if free_init is not None:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from spacetime import checks
+from spacetime import checks, sdedit
 from spacetime.devices import check_device
 from spacetime.errors import ArgumentTypeError, CheckpointError
 from spacetime.formats.diffusers import Components, save_diffusers
@@ -133,28 +133,47 @@ class ImagePipeline(DiffusionPipeline):
         prompt: str | Sequence[str],
         negative_prompt: str | Sequence[str] | None = None,
         *,
+        image: np.ndarray | None = None,
         precision: str | None = None,
         progress: Callable[[int, int], None] | None = None,
         **options,
     ) -> np.ndarray:
         """Images for the prompt(s); options are GenerationRequest fields (steps, guidance,
-        scheduler, karras, eta, seed, height, width, num_images, clip_skip)."""
+        scheduler, karras, eta, seed, height, width, num_images, clip_skip, strength).
+        `image`: uint8 (h, w, 3) to start from (image-to-image, SDEdit) at `strength` (default
+        0.8, diffusers'); height and width default to its size rounded down to multiples of 8."""
         if "frames" in options:
             raise ArgumentTypeError(
                 "frames: an ImagePipeline makes images; VideoPipeline makes clips"
             )
-        return self.generate(self.request(prompt, negative_prompt, **options), precision, progress)
+        if image is not None:
+            options = {**init_size(image, options), "strength": options.get("strength", 0.8)}
+        req = self.request(prompt, negative_prompt, **options)
+        return self.generate(req, precision, progress, init=image)
 
     def generate(
         self,
         req: GenerationRequest,
         precision: str | None = None,
         progress: Callable[[int, int], None] | None = None,
+        init: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Pixels for a validated request: (n, h, w, 3), or (n, t, h, w, 3) for clips."""
+        """Pixels for a validated request: (n, h, w, 3), or (n, t, h, w, 3) for clips; `init`,
+        uint8 pixels to start from (SDEdit), resized to the request's size."""
         if precision is not None:
             checks.choice("precision", precision, checks.PRECISIONS)
-        return self.decode(self.sample_latents(req, precision, progress), precision)
+        pixels = None if init is None else sdedit.to_pixels(init, req.height, req.width)
+        return self.decode(self.sample_latents(req, precision, progress, init=pixels), precision)
+
+
+def init_size(pixels, options: Mapping) -> dict:
+    """Options with height and width defaulting to an input's, rounded down to multiples of 8
+    (as diffusers' image processor does)."""
+    shape = np.shape(pixels)
+    if len(shape) < 3:
+        raise ArgumentTypeError(f"expected uint8 RGB pixels (..., h, w, 3), got shape {shape}")
+    height, width = shape[-3:-1]
+    return {"height": max(8, height // 8 * 8), "width": max(8, width // 8 * 8), **options}
 
 
 def load_pipeline(

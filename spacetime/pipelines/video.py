@@ -10,6 +10,7 @@ import torch
 
 from spacetime import checks
 from spacetime.devices import check_device
+from spacetime.errors import ArgumentTypeError, ArgumentValueError
 from spacetime.formats.load import default_model, load_components, shipped
 from spacetime.formats.motion import (
     load_motion_adapter,
@@ -18,7 +19,7 @@ from spacetime.formats.motion import (
 )
 from spacetime.free_init import FreeInit
 from spacetime.pipelines.diffusion import GenerationRequest
-from spacetime.pipelines.image import ImagePipeline
+from spacetime.pipelines.image import ImagePipeline, init_size
 
 PER_FRAME = "per-frame"
 
@@ -82,7 +83,8 @@ class VideoPipeline(ImagePipeline):
         prompt: str | Sequence[str] | Mapping[int, str],
         negative_prompt: str | Sequence[str] | None = None,
         *,
-        frames: int = 16,
+        frames: int | None = None,
+        video: np.ndarray | None = None,
         precision: str | None = None,
         progress: Callable[[int, int], None] | None = None,
         **options,
@@ -93,7 +95,19 @@ class VideoPipeline(ImagePipeline):
         `context_overlap`: clips longer than the window are denoised in overlapping windows
         (spacetime.context), by default in 16-frame windows once the clip outgrows the motion
         modules' frame positions; and `free_init` (a FreeInit, or None for one plain pass),
-        which defaults to the pipeline's own (`enable_free_init`)."""
-        req = self.request(prompt, negative_prompt, frames=frames, **options)
-        clips = self.generate(req, precision, progress)
+        which defaults to the pipeline's own (`enable_free_init`). `video`: uint8 (t, h, w, 3)
+        to start from (video-to-video, SDEdit) at `strength` (default 0.8, diffusers'); its
+        first `frames` frames (default all), height and width defaulting to its size rounded
+        down to multiples of 8. `frames` defaults to 16 without a video."""
+        if video is not None:
+            video = np.asarray(video)
+            if video.ndim != 4:
+                raise ArgumentTypeError(f"video must be (t, h, w, 3), got shape {video.shape}")
+            frames = len(video) if frames is None else frames
+            if checks.integer("frames", frames, 1) > len(video):
+                raise ArgumentValueError(f"frames={frames} but the video has {len(video)}")
+            video = video[:frames]
+            options = {**init_size(video, options), "strength": options.get("strength", 0.8)}
+        req = self.request(prompt, negative_prompt, frames=frames or 16, **options)
+        clips = self.generate(req, precision, progress, init=video)
         return clips if clips.ndim == 5 else clips[:, None]  # one frame: (n, 1, h, w, 3)
