@@ -126,6 +126,32 @@ def check_loras(values: list[str]) -> list[tuple[str, float]]:
     return [(str(find_lora(path)), weight) for path, weight in loras]
 
 
+def add_strength_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--strength",
+        type=float,
+        default=None,
+        help=f"how much of the {what} to redo, in (0, 1] (SDEdit: it is noised to the step this "
+        "picks and the last strength x --steps steps run): 1 starts from noise, lower keeps "
+        "more of it (default 0.8, as diffusers)",
+    )
+
+
+def sdedit_options(args: argparse.Namespace, pixels) -> dict:
+    """For an input image or clip, uint8 (..., h, w, 3): --height/--width default to its size
+    rounded down to multiples of 8, and `strength` for the request (--strength, or 0.8)."""
+    from spacetime.errors import ArgumentValueError
+
+    if pixels is None:
+        if args.strength is not None:
+            raise ArgumentValueError("--strength applies to an input (--init-image, --init-video)")
+        return {}
+    height, width = pixels.shape[-3:-1]
+    args.height = max(8, height // 8 * 8) if args.height is None else args.height
+    args.width = max(8, width // 8 * 8) if args.width is None else args.width
+    return {"strength": 0.8 if args.strength is None else args.strength}
+
+
 def set_schedule(pipe, args: argparse.Namespace) -> None:
     """Apply --beta-schedule / --timestep-spacing over the model's scheduler config."""
     overrides = {"beta_schedule": args.beta_schedule, "timestep_spacing": args.timestep_spacing}

@@ -7,12 +7,14 @@ from pathlib import Path
 from spacetime.cli import (
     Parser,
     add_sampling_flags,
+    add_strength_flag,
     check_generation,
     check_loras,
     entry_point,
     load_loras,
     progress_bar,
     run,
+    sdedit_options,
     set_schedule,
     warn_unknown_words,
 )
@@ -29,6 +31,15 @@ def parser() -> Parser:
         "--clip-skip", type=int, default=None, help="skip the last k CLIP layers (k >= 0)"
     )
     p.add_argument(
+        "--init-image",
+        type=Path,
+        default=None,
+        help="image-to-image: start from this image (png/jpg/webp), noised by --strength; its "
+        "size, rounded down to multiples of 8, is the default --height/--width, and it is "
+        "resized (Lanczos) to the size asked for",
+    )
+    add_strength_flag(p, "--init-image")
+    p.add_argument(
         "--out",
         type=Path,
         default=Path("out.png"),
@@ -41,16 +52,24 @@ def main(argv: list[str] | None = None) -> None:
     def body() -> None:
         args = parser().parse_args(argv)
         from spacetime import checks
-        from spacetime.media import IMAGE_SUFFIXES, check_writable, numbered, write_image
+        from spacetime.media import (
+            IMAGE_SUFFIXES,
+            check_writable,
+            numbered,
+            read_image,
+            write_image,
+        )
 
         # --num-images decides the file names, so it is checked before them.
         count = checks.integer("num_images", args.num_images, 1)
         for path in numbered(args.out, count):
             check_writable(path, IMAGE_SUFFIXES)
         loras = check_loras(args.lora)
+        image = None if args.init_image is None else read_image(args.init_image)
         options, model, device = check_generation(
-            args, num_images=args.num_images, clip_skip=args.clip_skip
-        )
+            args, num_images=args.num_images, clip_skip=args.clip_skip,
+            **sdedit_options(args, image),
+        )  # fmt: skip
         from spacetime.pipelines.image import ImagePipeline
 
         pipe = ImagePipeline.from_pretrained(model, device, args.precision)
@@ -58,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         set_schedule(pipe, args)
         warn_unknown_words(pipe, args.prompt, args.negative_prompt)
         images = pipe(
-            args.prompt, args.negative_prompt, height=args.height, width=args.width,
+            args.prompt, args.negative_prompt, image=image, height=args.height, width=args.width,
             progress=progress_bar("sampling"), **options,
         )  # fmt: skip
         for path, pixels in zip(numbered(args.out, len(images)), images, strict=True):

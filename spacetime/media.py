@@ -1,4 +1,5 @@
-"""Writing results to disk atomically: nothing half-written on error."""
+"""Reading inputs (images, videos) and writing results to disk atomically: nothing half-written
+on error."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from spacetime import checks
-from spacetime.errors import SpacetimeError
+from spacetime.errors import ArgumentValueError, SpacetimeError
 from spacetime.formats.weights import atomic_write
 from spacetime.tempfiles import clear_stale, temp_folder, writable_place
 
@@ -123,3 +124,63 @@ def _write_frames_dir(path: Path, frames: np.ndarray) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """An image file as uint8 (h, w, 3) RGB."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, UnidentifiedImageError) as e:
+        raise ArgumentValueError(f"cannot read image {path}: {e}") from None
+
+
+def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float | None]:
+    """A video as uint8 (t, h, w, 3) RGB frames and its frame rate (None where the input has
+    none): a folder of images (in name order), an animated .gif/.webp (Pillow), or any video
+    file PyAV decodes (.mp4, .mov, .webm, ...)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        frames, fps = [read_image(f) for f in files], None
+        sizes = {f.shape for f in frames}
+        if len(sizes) > 1:
+            raise ArgumentValueError(f"the frames in {path} differ in size: {sorted(sizes)}")
+    elif not path.is_file():
+        raise ArgumentValueError(f"no video at {path}")
+    elif path.suffix.lower() in (".gif", ".webp"):
+        frames, fps = _read_animation(path)
+    else:
+        frames, fps = _read_with_av(path)
+    if not frames:
+        raise ArgumentValueError(f"{path} has no frames")
+    return np.stack(frames), fps
+
+
+def _read_animation(path: Path) -> tuple[list[np.ndarray], float | None]:
+    from PIL import Image, ImageSequence, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            frames = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(image)]
+            duration = image.info.get("duration")
+    except (OSError, UnidentifiedImageError) as e:
+        raise ArgumentValueError(f"cannot read video {path}: {e}") from None
+    return frames, (1000 / duration if duration else None)
+
+
+def _read_with_av(path: Path) -> tuple[list[np.ndarray], float | None]:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ArgumentValueError(f"{path} has no video stream")
+            stream = container.streams.video[0]
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+            rate = stream.average_rate
+    except av.error.FFmpegError as e:
+        raise ArgumentValueError(f"cannot read video {path}: {e}") from None
+    return frames, (float(rate) if rate else None)

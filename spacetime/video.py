@@ -9,12 +9,14 @@ from spacetime.cli import (
     Parser,
     add_lora_flag,
     add_sampling_flags,
+    add_strength_flag,
     check_generation,
     check_loras,
     entry_point,
     load_loras,
     progress_bar,
     run,
+    sdedit_options,
     set_schedule,
     warn_unknown_words,
 )
@@ -46,8 +48,22 @@ def parser() -> Parser:
         '{"0": "a red circle", "12": "a blue circle"}',
     )
     p.add_argument(
-        "--frames", type=int, default=16, help="frames to generate (default 16; 1 = an image)"
+        "--frames",
+        type=int,
+        default=None,
+        help="frames to generate (default 16, or all of --init-video's; 1 = an image); with "
+        "--init-video, its first FRAMES frames",
     )
+    p.add_argument(
+        "--init-video",
+        type=Path,
+        default=None,
+        help="video-to-video: start from this clip (.mp4 or another file PyAV reads, .gif, "
+        ".webp, or a folder of frame images in name order), noised by --strength; its frame "
+        "count, fps and size (rounded down to multiples of 8) are the defaults, and frames are "
+        "resized (Lanczos) to the size asked for",
+    )
+    add_strength_flag(p, "--init-video")
     p.add_argument(
         "--context-frames",
         type=int,
@@ -78,7 +94,10 @@ def parser() -> Parser:
         help="FreeInit coarse to fine: pass i of N takes steps*(i+1)/N steps",
     )
     p.add_argument(
-        "--fps", type=int, default=8, help="frames per second of the written clip (default 8)"
+        "--fps",
+        type=int,
+        default=None,
+        help="frames per second of the written clip (default 8, or --init-video's)",
     )
     p.add_argument(
         "--motion",
@@ -180,10 +199,22 @@ def main(argv: list[str] | None = None) -> None:
         args = parser().parse_args(argv)
         from spacetime import checks
         from spacetime.errors import ArgumentValueError
-        from spacetime.media import check_video_target, write_video
+        from spacetime.media import check_video_target, read_video, write_video
         from spacetime.memory import return_large_blocks
 
         check_video_target(args.out)
+        video, fps = (None, None) if args.init_video is None else read_video(args.init_video)
+        if video is not None:
+            frames = len(video) if args.frames is None else checks.integer("frames", args.frames, 1)
+            if frames > len(video):
+                raise ArgumentValueError(
+                    f"--frames {frames} but {args.init_video} has {len(video)}"
+                )
+            video = video[:frames]
+        args.frames = (
+            len(video) if video is not None else (16 if args.frames is None else args.frames)
+        )
+        args.fps = args.fps if args.fps is not None else max(1, round(fps or 8))
         checks.integer("fps", args.fps, 1)
         if args.vae is not None and args.vae_per_frame:
             raise ArgumentValueError("--vae and --vae-per-frame exclude each other")
@@ -200,6 +231,7 @@ def main(argv: list[str] | None = None) -> None:
             context_frames=args.context_frames,
             context_overlap=args.context_overlap,
             **free_init_option(args),
+            **sdedit_options(args, video),
         )
         return_large_blocks()  # a long clip's memory stays that of one window
         from spacetime.pipelines.video import VideoPipeline
@@ -220,7 +252,8 @@ def main(argv: list[str] | None = None) -> None:
         load_loras(pipe, motion_loras, motion=True)
         warn_unknown_words(pipe, args.prompt, *(travel or {}).values(), args.negative_prompt)
         clip = pipe(
-            travel or args.prompt, args.negative_prompt, height=args.height, width=args.width,
+            travel or args.prompt, args.negative_prompt, video=video, height=args.height,
+            width=args.width,
             progress=progress_bar("sampling"), **options,
         )[0]  # fmt: skip
         write_video(args.out, clip, args.fps)

@@ -107,3 +107,59 @@ def test_bad_input_is_refused(models):
     with pytest.raises(ArgumentValueError, match="strength applies to an input image or video"):
         pipe("x", strength=0.5, steps=2, frames=2)
     assert first_step(10, 0.75) == 3 and first_step(4, 1.0) == 0
+
+
+def test_the_command_lines_edit_as_the_api_does(models, tmp_path):
+    """--init-image / --init-video with --strength: the API's output; the input's frame count,
+    fps and size are the defaults."""
+    from PIL import Image
+
+    from spacetime import image, video
+    from spacetime.media import read_video, write_video
+
+    root, clip = models
+    common = ["--model", str(root / "sd"), "--steps", "4", "--seed", "2", "--precision", "fp32"]
+    pipe = ImagePipeline.from_pretrained(root / "sd", precision="fp32")
+    want = pipe("a red circle", image=clip[0], strength=0.5, steps=4, seed=2)[0]
+    Image.fromarray(clip[0]).save(tmp_path / "in.png")
+    image.main(["a red circle", *common, "--init-image", str(tmp_path / "in.png"), "--strength",
+                "0.5", "--out", str(tmp_path / "out.png")])  # fmt: skip
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), want)
+
+    vpipe = VideoPipeline.from_pretrained(root / "sd", precision="fp32", motion=root / "motion")
+    want = vpipe("a red circle", video=clip, steps=4, seed=2)[0]  # strength 0.8 by default
+    write_video(tmp_path / "in.webp", clip, 5)  # lossless, 5 fps
+    video.main(["a red circle", *common, "--motion", str(root / "motion"), "--init-video",
+                str(tmp_path / "in.webp"), "--out", str(tmp_path / "out.webp")])  # fmt: skip
+    got, fps = read_video(tmp_path / "out.webp")
+    assert np.array_equal(got, want) and round(fps) == 5
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--strength", "0.5"], "--strength applies to an input"),
+        (["--init-video", "{tmp}/none.mp4"], "no video at .*none.mp4"),
+        (["--init-video", "{tmp}/empty"], "empty has no frames"),
+        (["--init-video", "{tmp}/junk.mp4"], "cannot read video .*junk.mp4"),
+        (["--init-video", "{tmp}/clip.gif", "--frames", "9"], "--frames 9 but .*clip.gif has 3"),
+        (["--init-video", "{tmp}/clip.gif", "--strength", "0"], r"strength must be in \(0, 1\]"),
+        (["--init-video", "{tmp}/clip.gif", "--strength", "0.01"], "runs no step"),
+    ],
+)
+def test_bad_inputs_are_refused_before_weights_load(tmp_path, capsys, flags, message):
+    import re
+
+    from spacetime import video
+    from spacetime.media import write_video
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "junk.mp4").write_bytes(b"not a video")
+    frames = np.zeros((3, 16, 16, 3), np.uint8) + np.arange(3, dtype=np.uint8)[:, None, None, None]
+    write_video(tmp_path / "clip.gif", frames * 80, 4)  # distinct: a GIF merges equal frames
+    flags = [f.replace("{tmp}", str(tmp_path)) for f in flags]
+    with pytest.raises(SystemExit) as exit_:
+        video.main(["a red circle", *flags, "--out", str(tmp_path / "c.gif")])
+    assert exit_.value.code == 2, capsys.readouterr().err
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "c.gif").exists()
