@@ -49,7 +49,7 @@ def to_pixels(frames, height: int, width: int) -> Tensor:
 
         size = (width, height)
         clip = np.stack([np.asarray(Image.fromarray(f).resize(size, Image.LANCZOS)) for f in clip])
-    x = torch.from_numpy(np.ascontiguousarray(clip)).float() / 127.5 - 1
+    x = torch.from_numpy(np.array(clip, copy=True)).float() / 127.5 - 1  # PIL arrays are read-only
     x = rearrange(x, "t h w c -> 1 c t h w")
     return x[:, :, 0] if array.ndim == 3 else x
 
