@@ -146,10 +146,15 @@ def sdedit_options(args: argparse.Namespace, pixels) -> dict:
         if args.strength is not None:
             raise ArgumentValueError("--strength applies to an input (--init-image, --init-video)")
         return {}
+    size_from(args, pixels)
+    return {"strength": 0.8 if args.strength is None else args.strength}
+
+
+def size_from(args: argparse.Namespace, pixels) -> None:
+    """--height/--width, where not given, from an input's size rounded down to multiples of 8."""
     height, width = pixels.shape[-3:-1]
     args.height = max(8, height // 8 * 8) if args.height is None else args.height
     args.width = max(8, width // 8 * 8) if args.width is None else args.width
-    return {"strength": 0.8 if args.strength is None else args.strength}
 
 
 def set_schedule(pipe, args: argparse.Namespace) -> None:

@@ -67,7 +67,9 @@ def windowed(net: Net, windows: ContextWindows) -> Net:
         for lo, hi in windows.spans(total):
             # a per-frame context (b, t, n, d), as prompt travel gives, follows its frames
             window = context[:, lo:hi] if context.ndim == 4 else context
-            pred = net(x_t[:, :, lo:hi], timestep, window)  # (b, c, window, h, w)
+            # and per-frame timesteps (b, t), as a first frame given clean gives
+            t = timestep[:, lo:hi] if timestep.ndim == 2 else timestep
+            pred = net(x_t[:, :, lo:hi], t, window)  # (b, c, window, h, w)
             w = weight.to(pred.device, pred.dtype)
             if out is None:
                 out = pred.new_zeros((*pred.shape[:2], total, *pred.shape[3:]))

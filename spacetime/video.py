@@ -18,6 +18,7 @@ from spacetime.cli import (
     run,
     sdedit_options,
     set_schedule,
+    size_from,
     warn_unknown_words,
 )
 
@@ -64,6 +65,15 @@ def parser() -> Parser:
         "resized (Lanczos) to the size asked for",
     )
     add_strength_flag(p, "--init-video")
+    p.add_argument(
+        "--first-frame",
+        type=Path,
+        default=None,
+        help="an image (png/jpg/webp) the clip starts from: its latent is frame 0, clean, and "
+        "the rest is denoised around it; with the default world model the shipped first-frame "
+        "motion LoRA continues it (other models need a first-frame LoRA of their own, "
+        "--motion-lora); its size is the default --height/--width",
+    )
     p.add_argument(
         "--context-frames",
         type=int,
@@ -199,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
         args = parser().parse_args(argv)
         from spacetime import checks
         from spacetime.errors import ArgumentValueError
-        from spacetime.media import check_video_target, read_video, write_video
+        from spacetime.media import check_video_target, read_image, read_video, write_video
         from spacetime.memory import return_large_blocks
 
         check_video_target(args.out)
@@ -211,6 +221,9 @@ def main(argv: list[str] | None = None) -> None:
                     f"--frames {frames} but {args.init_video} has {len(video)}"
                 )
             video = video[:frames]
+        first = None if args.first_frame is None else read_image(args.first_frame)
+        if first is not None and video is None:
+            size_from(args, first)
         args.frames = (
             len(video) if video is not None else (16 if args.frames is None else args.frames)
         )
@@ -249,10 +262,13 @@ def main(argv: list[str] | None = None) -> None:
             )
         load_loras(pipe, loras)
         set_schedule(pipe, args)
+        if first is not None and not args.model and args.motion is None:
+            pipe.load_lora("first-frame", motion=True)  # the world model's, shipped
         load_loras(pipe, motion_loras, motion=True)
         warn_unknown_words(pipe, args.prompt, *(travel or {}).values(), args.negative_prompt)
         clip = pipe(
-            travel or args.prompt, args.negative_prompt, video=video, height=args.height,
+            travel or args.prompt, args.negative_prompt, video=video, first_frame=first,
+            height=args.height,
             width=args.width,
             progress=progress_bar("sampling"), **options,
         )[0]  # fmt: skip

@@ -359,8 +359,10 @@ class UNet2DCondition(Layout2d):
         context: Tensor | None,
         cameras: Tensor | None = None,
     ) -> Tensor:
-        """x (b, c, h, w) or (b, c, t, h, w); timestep scalar or (b,); context (b, n, d), or
-        (b, t, n, d) for a clip whose frames each have their own (prompt travel).
+        """x (b, c, h, w) or (b, c, t, h, w); timestep scalar or (b,), or (b, t) for a clip whose
+        frames sit at their own noise levels (a clean first frame the rest continues from);
+        context (b, n, d), or (b, t, n, d) for a clip whose frames each have their own (prompt
+        travel).
 
         cameras: camera-to-world 4×4s (OpenGL convention, spacetime.world.Camera), (b, v, 4, 4) or
         ((b v), 4, 4), one per frame of a multi-view set (v = t; an image is one view). Only a
@@ -371,12 +373,21 @@ class UNet2DCondition(Layout2d):
         if video:
             x = rearrange(x, "b c t h w -> (b t) c h w")
         batch = x.shape[0] // frames
-        temb = self.embed_time(timestep, batch, x.dtype)
+        per_frame = video and torch.is_tensor(timestep) and timestep.ndim == 2
+        if per_frame:  # one noise level per frame
+            if tuple(timestep.shape) != (batch, frames):
+                raise ValueError(
+                    f"per-frame timesteps must be (b, t) = {(batch, frames)}, got "
+                    f"{tuple(timestep.shape)}"
+                )
+            temb = self.embed_time(rearrange(timestep, "b t -> (b t)"), batch * frames, x.dtype)
+        else:
+            temb = self.embed_time(timestep, batch, x.dtype)
         if context is not None and context.ndim == 4:  # one context per frame
             context = rearrange(context, "b t n d -> (b t) n d", t=frames)
         elif context is not None and frames > 1:
             context = context.repeat_interleave(frames, dim=0)
-        if frames > 1:
+        if frames > 1 and not per_frame:
             temb = temb.repeat_interleave(frames, dim=0)
         if cameras is not None:
             temb = temb + self.embed_cameras(cameras, batch, frames).to(temb.dtype)

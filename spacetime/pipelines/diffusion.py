@@ -19,6 +19,8 @@ from torch import Tensor
 from spacetime import checks, sampling, sdedit
 from spacetime.context import DEFAULT_FRAMES, ContextWindows, windowed
 from spacetime.errors import ArgumentTypeError, ArgumentValueError, SpacetimeError
+from spacetime.first_frame import conditioned as first_frame_net
+from spacetime.first_frame import place as place_first_frame
 from spacetime.formats.diffusers import Components
 from spacetime.free_init import FreeInit
 from spacetime.models.vae import AutoencoderKL
@@ -248,12 +250,15 @@ class DiffusionPipeline:
         cameras: Tensor | None = None,
         on_step: Callable[[int, int, Tensor], None] | None = None,
         init: Tensor | None = None,
+        first_frame: Tensor | None = None,
     ) -> Tensor:
         """Run the sampler; returns clean latents (b, 4, h/8, w/8) or (b, 4, t, h/8, w/8).
 
         `init`: pixels in [-1, 1], (1, 3, h, w) or (1, 3, t, h, w) at the request's size, that
         sampling starts from, noised to the request's strength (SDEdit; spacetime.sdedit); every
         image of the batch starts from the same posterior sample, and FreeInit does not apply.
+        `first_frame`: pixels (1, 3, h, w) in [-1, 1] that the clip starts from: its latent is
+        frame 0, clean, while the rest is denoised around it (spacetime.first_frame).
 
         `cameras` (b, t, 4, 4) camera-to-world matrices go to a camera-conditioned U-Net with
         every call (both guidance branches): a multi-view set is a clip whose frames are views.
@@ -315,6 +320,18 @@ class DiffusionPipeline:
 
         if windows is not None:
             net = windowed(net, windows)
+        first_latent = None  # the first frame's (1, c, h, w)
+        if first_frame is not None:
+            if req.frames < 2 or tuple(first_frame.shape[2:]) != (req.height, req.width):
+                raise ArgumentValueError(
+                    f"a first frame needs a clip (frames >= 2) and the clip's size "
+                    f"{(req.height, req.width)}, got frames={req.frames} and an image of "
+                    f"{tuple(first_frame.shape[2:])}"
+                )
+            with compute:
+                pixels = first_frame.to(self.device, self.dtype)
+                first_latent = c.vae.encode(pixels, sample=False).float()
+            net = first_frame_net(net, first_latent)
         model_fn = sampling.classifier_free_guidance(net, cond, uncond, req.guidance)
         denoiser = sampling.model_denoiser(model_fn, c.schedule)
         free_init = req.free_init if req.frames > 1 and start is None else None
@@ -347,7 +364,8 @@ class DiffusionPipeline:
 
         if free_init is not None:
             sample_pass = free_init.wrap(sample_pass, c.schedule.alphas_cumprod[-1], generator)
-        return sample_pass(noise, req.steps)
+        latents = sample_pass(noise, req.steps)
+        return latents if first_latent is None else place_first_frame(latents, first_latent)
 
     @torch.no_grad()
     def decode(self, latents: Tensor, precision: str | None = None) -> np.ndarray:

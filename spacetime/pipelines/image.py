@@ -157,13 +157,22 @@ class ImagePipeline(DiffusionPipeline):
         precision: str | None = None,
         progress: Callable[[int, int], None] | None = None,
         init: np.ndarray | None = None,
+        first_frame: np.ndarray | None = None,
     ) -> np.ndarray:
         """Pixels for a validated request: (n, h, w, 3), or (n, t, h, w, 3) for clips; `init`,
-        uint8 pixels to start from (SDEdit), resized to the request's size."""
+        uint8 pixels to start from (SDEdit), and `first_frame`, a uint8 image a clip starts from,
+        both resized to the request's size."""
         if precision is not None:
             checks.choice("precision", precision, checks.PRECISIONS)
         pixels = None if init is None else sdedit.to_pixels(init, req.height, req.width)
-        return self.decode(self.sample_latents(req, precision, progress, init=pixels), precision)
+        first = None
+        if first_frame is not None:
+            if np.ndim(first_frame) != 3:
+                raise ArgumentTypeError(f"first_frame must be one image (h, w, 3), got shape "
+                                        f"{np.shape(first_frame)}")  # fmt: skip
+            first = sdedit.to_pixels(first_frame, req.height, req.width)
+        latents = self.sample_latents(req, precision, progress, init=pixels, first_frame=first)
+        return self.decode(latents, precision)
 
 
 def init_size(pixels, options: Mapping) -> dict:

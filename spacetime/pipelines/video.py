@@ -85,6 +85,7 @@ class VideoPipeline(ImagePipeline):
         *,
         frames: int | None = None,
         video: np.ndarray | None = None,
+        first_frame: np.ndarray | None = None,
         precision: str | None = None,
         progress: Callable[[int, int], None] | None = None,
         **options,
@@ -98,7 +99,12 @@ class VideoPipeline(ImagePipeline):
         which defaults to the pipeline's own (`enable_free_init`). `video`: uint8 (t, h, w, 3)
         to start from (video-to-video, SDEdit) at `strength` (default 0.8, diffusers'); its
         first `frames` frames (default all), height and width defaulting to its size rounded
-        down to multiples of 8. `frames` defaults to 16 without a video."""
+        down to multiples of 8. `frames` defaults to 16 without a video. `first_frame`: a uint8
+        (h, w, 3) image the clip starts from (spacetime.first_frame; the world model continues
+        it with the shipped first-frame motion LoRA: `pipe.load_lora("first-frame",
+        motion=True)`), its size the default height and width."""
+        if first_frame is not None and video is None:
+            options = init_size(first_frame, options)
         if video is not None:
             video = np.asarray(video)
             if video.ndim != 4:
@@ -109,5 +115,5 @@ class VideoPipeline(ImagePipeline):
             video = video[:frames]
             options = {**init_size(video, options), "strength": options.get("strength", 0.8)}
         req = self.request(prompt, negative_prompt, frames=frames or 16, **options)
-        clips = self.generate(req, precision, progress, init=video)
+        clips = self.generate(req, precision, progress, init=video, first_frame=first_frame)
         return clips if clips.ndim == 5 else clips[:, None]  # one frame: (n, 1, h, w, 3)

@@ -192,6 +192,9 @@ class MultiViewTraining(TrainConfig):
 LORA_DATA: dict[str, str] = {
     "zoom-in": "motion",  # still scenes, the camera zooming in (spacetime.world.zoom)
     "outline": "image",  # scenes whose shapes are drawn as outlines (spacetime.world.outline)
+    # the world's motion clips, their first frame given clean (at t = 0) and the rest to denoise:
+    # the modules learn to continue a clip from an image (spacetime.first_frame)
+    "first-frame": "motion",
 }
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from einops import repeat
 from torch import Tensor, nn
 
 from spacetime import world
@@ -18,7 +19,7 @@ from spacetime.formats.lora import save_lora
 from spacetime.formats.lora_files import LORA_FILE
 from spacetime.formats.motion import ADAPTER_KEY
 from spacetime.models.lora import TrainableLora, target_layers
-from spacetime.sampling import NoiseSchedule
+from spacetime.sampling import NoiseSchedule, add_noise
 from spacetime.train.common import (
     DenoisingLoss,
     drop_captions,
@@ -30,10 +31,28 @@ from spacetime.train.config import LoRAStudent, LoRATraining
 from spacetime.train.motion import MotionLoss
 
 
+class FirstFrameLoss(MotionLoss):
+    """The ε loss of a clip whose first frame is given clean, at timestep 0, while the others sit
+    at t (per-frame noise levels, as in Diffusion Forcing, Chen et al. 2024): only the others
+    count, so the modules learn to continue the clip from its first frame."""
+
+    def forward(self, ids: Tensor, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        context = self.text_model(ids)
+        x_t = add_noise(x0, noise, self.alphas_cumprod[t])
+        x_t = torch.cat([x0[:, :, :1], x_t[:, :, 1:]], dim=2).requires_grad_(True)  # see MotionLoss
+        levels = repeat(t, "b -> b f", f=x0.shape[2]).clone()
+        levels[:, 0] = 0
+        prediction = self.unet(x_t, levels, context)
+        return self.loss(prediction[:, :, 1:], noise[:, :, 1:], t)
+
+
 def lora_data(cfg: LoRATraining, step: int) -> tuple[Tensor, list[str]]:
     """The global batch of a step in [-1, 1]: clips (b, 3, t, 64, 64) or images (b, 3, 64, 64),
     and their captions."""
     rng = np.random.default_rng([cfg.seed, step])
+    if cfg.data == "first-frame":
+        clips = world.sample_clips(rng, cfg.batch_size, "train", cfg.frames)
+        return world.clips_to_tensor(world.render_clips(clips)), [c.caption() for c in clips]
     if cfg.data == "zoom-in":
         from spacetime.world.zoom import render_zoom_clips, sample_zoom_clips
 
@@ -96,7 +115,8 @@ class LoRATask:
         c, cfg = self.components, self.cfg
         schedule = NoiseSchedule().alphas_cumprod.float()
         # MotionLoss roots the autograd graph at the input, which the frozen U-Net needs on CPU
-        loss = (MotionLoss if cfg.motion else DenoisingLoss)(c.unet, c.text_encoder.model, schedule)
+        kind = FirstFrameLoss if cfg.data == "first-frame" else MotionLoss
+        loss = (kind if cfg.motion else DenoisingLoss)(c.unet, c.text_encoder.model, schedule)
         loss.lora = student(cfg, c.unet)
         return loss
 

@@ -1,0 +1,76 @@
+"""A clip from a first frame: per-frame timesteps in the U-Net, the first frame kept exactly, the
+training loss that only the other frames count in, and the checks."""
+
+import numpy as np
+import pytest
+import tiny
+import torch
+
+from spacetime.errors import ArgumentValueError
+from spacetime.formats.load import load_components
+from spacetime.formats.motion import load_motion_adapter
+from spacetime.pipelines.video import VideoPipeline
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    from diffusers import MotionAdapter
+
+    root = tmp_path_factory.mktemp("first")
+    tiny.sd_pipeline(root / "sd")
+    torch.manual_seed(0)
+    adapter = MotionAdapter(
+        block_out_channels=(32, 64), motion_layers_per_block=2, motion_norm_num_groups=8,
+        motion_num_attention_heads=2, motion_max_seq_length=32, use_motion_mid_block=True,
+    )  # fmt: skip
+    tiny.randomize(adapter, 5, 0.05)
+    adapter.save_pretrained(str(root / "motion"))
+    return root
+
+
+def test_per_frame_timesteps_equal_one_timestep_when_equal_and_differ_otherwise(models):
+    unet = load_motion_adapter(load_components(models / "sd").unet, models / "motion")
+    g = torch.Generator().manual_seed(0)
+    x, context = torch.randn(2, 4, 5, 8, 8, generator=g), torch.randn(2, 7, 32, generator=g)
+    same = unet(x, torch.tensor([300, 700]), context)
+    per_frame = unet(x, torch.tensor([[300] * 5, [700] * 5]), context)
+    torch.testing.assert_close(per_frame, same, rtol=1e-5, atol=1e-5)
+    mixed = unet(x, torch.tensor([[0, 300, 300, 300, 300], [0] + [700] * 4]), context)
+    assert (mixed[:, :, 0] - same[:, :, 0]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match=r"per-frame timesteps must be \(b, t\) = \(2, 5\)"):
+        unet(x, torch.zeros(2, 4), context)
+
+
+def test_the_clip_starts_from_the_image(models):
+    pipe = VideoPipeline.from_pretrained(models / "sd", precision="fp32", motion=models / "motion")
+    image = (np.random.default_rng(1).uniform(size=(32, 32, 3)) * 255).astype(np.uint8)
+    clip = pipe("a red circle", first_frame=image, frames=5, steps=3, seed=0)[0]
+    plain = pipe("a red circle", frames=5, height=32, width=32, steps=3, seed=0)[0]
+    c = pipe.components
+    x = torch.from_numpy(image).float().permute(2, 0, 1)[None] / 127.5 - 1
+    roundtrip = ((c.vae.decode(c.vae.encode(x, sample=False))[0] + 1) * 127.5).clamp(0, 255)
+    roundtrip = roundtrip.round().byte().permute(1, 2, 0).numpy()
+    assert np.abs(clip[0].astype(int) - roundtrip.astype(int)).max() <= 1  # frame 0: the image
+    assert np.abs(clip[1:].astype(int) - plain[1:].astype(int)).max() > 10  # the rest reacts
+    with pytest.raises(ArgumentValueError, match="a first frame needs a clip"):
+        pipe("a red circle", first_frame=image, frames=1, steps=2)
+
+
+def test_the_first_frame_loss_counts_only_the_other_frames(models, tmp_path):
+    from spacetime.train.config import make_config
+    from spacetime.train.lora import LoRATask
+
+    cfg = make_config({"task": "lora", "base": str(models / "sd"), "motion": str(models / "motion"),
+                       "data": "first-frame", "frames": 4, "batch_size": 2})  # fmt: skip
+    task = LoRATask(cfg)
+    loss = task.build()
+    batch = task.batch(0, 0, 1)
+    with torch.no_grad():
+        for up in loss.lora.up:
+            up.normal_(0, 0.1, generator=torch.Generator().manual_seed(0))
+        a = loss(**batch)
+        other = dict(batch, noise=batch["noise"].clone())
+        other["noise"][:, :, 0] += 1.0  # the first frame is given clean: its noise plays no part
+        assert torch.equal(loss(**other), a)
+        other["noise"][:, :, 1] += 1.0
+        assert not torch.equal(loss(**other), a)
