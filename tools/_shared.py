@@ -204,7 +204,9 @@ def to_fp16(folder: Path) -> None:
         with safe_open(str(path), "pt") as f:
             metadata = f.metadata() or {"format": "pt"}
         sd = {k: v.half() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+        mode = path.stat().st_mode
         save_file(sd, str(path), metadata=metadata)
+        path.chmod(mode)  # safetensors rewrites the file private (0600)
 
 
 def size_mb(folder: Path) -> float:
