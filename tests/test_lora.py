@@ -497,12 +497,12 @@ def train_lora(out, **overrides):
 
 
 def test_a_trained_image_lora_gives_diffusers_image(sd, tmp_path):
-    """An outline-style LoRA trained by spacetime on the tiny SD: diffusers' load_lora_weights
+    """An inverted-colours LoRA trained by spacetime on the tiny SD: diffusers' load_lora_weights
     reads the saved folder and gives spacetime's image."""
     from safetensors import safe_open
 
     root, *_, reference = sd
-    model = train_lora(tmp_path / "run", base=str(root / "sd"), data="outline",
+    model = train_lora(tmp_path / "run", base=str(root / "sd"), data="inverted",
                        targets=["to_q", "to_k", "to_v", "to_out.0", "conv1"])  # fmt: skip
     with safe_open(str(model / "pytorch_lora_weights.safetensors"), "pt") as f:
         keys = set(f.keys())
@@ -556,7 +556,7 @@ def test_a_lora_run_resumes_to_the_same_weights(sd, tmp_path):
     from safetensors.torch import load_file
 
     root = sd[0]
-    run = dict(base=str(root / "sd"), data="outline", steps=4)
+    run = dict(base=str(root / "sd"), data="inverted", steps=4)
     straight = train_lora(tmp_path / "a", **run)
     train_lora(tmp_path / "b", **run, stop_after=2)  # stops with a checkpoint at step 2
     resumed = train_lora(tmp_path / "b", **run)
@@ -567,7 +567,7 @@ def test_a_lora_run_resumes_to_the_same_weights(sd, tmp_path):
 
 def test_lora_targets_that_match_nothing_are_refused(sd, tmp_path):
     with pytest.raises(SpacetimeError, match="no layer of the model matches the LoRA targets qkv"):
-        train_lora(tmp_path / "run", base=str(sd[0] / "sd"), data="outline", targets=["qkv"])
+        train_lora(tmp_path / "run", base=str(sd[0] / "sd"), data="inverted", targets=["qkv"])
     assert not (tmp_path / "run" / "model").exists()
 
 

@@ -47,7 +47,7 @@ def test_config_files_and_overrides_load_typed(tmp_path):
     # the task is the class, recorded by to_dict, from which the same config is rebuilt
     assert motion.to_dict()["task"] == "motion" and "task" not in vars(motion)
     assert make_config(motion.to_dict()) == motion
-    lora = load_config(None, ["task=lora", "base=b", "data=outline", "targets=[to_q, conv1]"])
+    lora = load_config(None, ["task=lora", "base=b", "data=inverted", "targets=[to_q, conv1]"])
     assert lora.targets == ("to_q", "conv1") and make_config(lora.to_dict()) == lora
     assert type(make_config({})) is VAETraining  # task defaults to vae
 
@@ -92,23 +92,23 @@ def _known(cls) -> str:
         ({"task": "video_vae", "vae": "v", "frames": 6}, "frames must be a multiple of 4.*got 6"),
         ({"task": "multiview", "base": "b", "azimuth_step": 7},
          "azimuth_step must divide the 90 degrees between 4 views, got 7.0"),
-        ({"task": "lora", "data": "outline"}, "lora training needs `base:`"),
+        ({"task": "lora", "data": "inverted"}, "lora training needs `base:`"),
         ({"task": "lora", "base": "b", "data": "zoom"},
-         "data must be one of zoom-in, outline, got 'zoom'"),
+         "data must be one of zoom-in, inverted, first-frame, got 'zoom'"),
         ({"task": "lora", "base": "b", "data": "zoom-in"},
          "data 'zoom-in' trains motion modules: it needs `motion:`"),
-        ({"task": "lora", "base": "b", "motion": "m", "data": "outline"},
-         "data 'outline' is still images: leave `motion:` empty"),
-        ({"task": "lora", "base": "b", "data": "outline", "targets": "to_q"},
+        ({"task": "lora", "base": "b", "motion": "m", "data": "inverted"},
+         "data 'inverted' is still images: leave `motion:` empty"),
+        ({"task": "lora", "base": "b", "data": "inverted", "targets": "to_q"},
          "targets must be a list of strings, got 'to_q'"),
-        ({"task": "lora", "base": "b", "data": "outline", "targets": []},
+        ({"task": "lora", "base": "b", "data": "inverted", "targets": []},
          r"targets must name at least one layer, got \[\]"),
-        ({"task": "lora", "base": "b", "data": "outline", "rank": 0}, "rank must be >= 1, got 0"),
-        ({"task": "lora", "base": "b", "data": "outline", "alpha": -1},
+        ({"task": "lora", "base": "b", "data": "inverted", "rank": 0}, "rank must be >= 1, got 0"),
+        ({"task": "lora", "base": "b", "data": "inverted", "alpha": -1},
          "alpha must be > 0, got -1.0"),
         ({"task": "lcm", "base": "b", "guidance": 0.5}, "guidance must be >= 1, got 0.5"),
         ({"task": "lcm", "base": "b", "huber_c": 0}, "huber_c must be > 0, got 0.0"),
-        ({"task": "lcm", "base": "b", "data": "outline"}, "unknown lcm config keys: data"),
+        ({"task": "lcm", "base": "b", "data": "inverted"}, "unknown lcm config keys: data"),
     ],
 )  # fmt: skip
 def test_bad_configs_are_refused_naming_the_key(overrides, message):

@@ -338,13 +338,14 @@ def test_zoom_clips_magnify_about_the_centre_and_stay_in_frame():
         ZoomClip("circle", "red", None, (60.0, 32.0), 10.0, 1.5)
 
 
-def test_outlined_scenes_are_hollow():
-    from spacetime.world.outline import WIDTH, render_outlined
+def test_inverted_scenes_swap_object_and_background_colours():
+    from spacetime.world.inverted import invertible, render_inverted, sample_invertible
 
-    scene = Scene("square", "red", None, (32.0, 32.0), 12.0)
-    outlined, solid = render_outlined([scene])[0], scene.render()
-    inside = slice(int(32 - 12 + WIDTH) + 1, int(32 + 12 - WIDTH) - 1)
-    assert (outlined[inside, inside] == (20, 20, 20)).all()  # the default background shows
-    ring = np.abs(outlined.astype(int) - (20, 20, 20)).sum(-1) > 0
-    assert ring.sum() < 0.5 * (np.abs(solid.astype(int) - (20, 20, 20)).sum(-1) > 0).sum()
-    assert (outlined[32, 32 - 12 + 1] == COLOURS["red"]).all()  # the line, at the edge
+    scenes = sample_invertible(np.random.default_rng(0), 50)
+    assert len(scenes) == 50 and all(invertible(s) and not is_heldout(s.colour, s.shape,
+                                     s.background) for s in scenes)  # fmt: skip
+    scene = Scene("square", "red", "white", (32.0, 32.0), 12.0)
+    image = render_inverted([scene])[0]
+    assert (image[32, 32] == COLOURS["white"]).all() and (image[2, 2] == COLOURS["red"]).all()
+    with pytest.raises(ValueError, match="only scenes on an object-coloured background"):
+        render_inverted([Scene("square", "red", None, (32.0, 32.0), 12.0)])

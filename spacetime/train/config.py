@@ -191,7 +191,7 @@ class MultiViewTraining(TrainConfig):
 # What a LoRA run learns from: the world's data the base never had, by name.
 LORA_DATA: dict[str, str] = {
     "zoom-in": "motion",  # still scenes, the camera zooming in (spacetime.world.zoom)
-    "outline": "image",  # scenes whose shapes are drawn as outlines (spacetime.world.outline)
+    "inverted": "image",  # scenes with object and background colours swapped (world.inverted)
     # the world's motion clips, their first frame given clean (at t = 0) and the rest to denoise:
     # the modules learn to continue a clip from an image (spacetime.first_frame)
     "first-frame": "motion",

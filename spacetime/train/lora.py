@@ -58,10 +58,10 @@ def lora_data(cfg: LoRATraining, step: int) -> tuple[Tensor, list[str]]:
 
         clips = sample_zoom_clips(rng, cfg.batch_size, "train", cfg.frames)
         return world.clips_to_tensor(render_zoom_clips(clips)), [c.caption() for c in clips]
-    from spacetime.world.outline import render_outlined
+    from spacetime.world.inverted import render_inverted, sample_invertible
 
-    scenes = world.sample_scenes(rng, cfg.batch_size, "train")
-    return world.images_to_tensor(render_outlined(scenes)), [s.caption() for s in scenes]
+    scenes = sample_invertible(rng, cfg.batch_size, "train")
+    return world.images_to_tensor(render_inverted(scenes)), [s.caption() for s in scenes]
 
 
 def frozen_model(cfg: LoRAStudent):
