@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from einops import rearrange
 from torch import Tensor
 
@@ -66,9 +67,9 @@ def windowed(net: Net, windows: ContextWindows) -> Net:
         out = norm = None
         for lo, hi in windows.spans(total):
             # a per-frame context (b, t, n, d), as prompt travel gives, follows its frames
-            window = context[:, lo:hi] if context.ndim == 4 else context
+            window = context[:, lo:hi] if context is not None and context.ndim == 4 else context
             # and per-frame timesteps (b, t), as a first frame given clean gives
-            t = timestep[:, lo:hi] if timestep.ndim == 2 else timestep
+            t = timestep[:, lo:hi] if torch.is_tensor(timestep) and timestep.ndim == 2 else timestep
             pred = net(x_t[:, :, lo:hi], t, window)  # (b, c, window, h, w)
             w = weight.to(pred.device, pred.dtype)
             if out is None:

@@ -192,11 +192,11 @@ def test_switching_weights_reads_nothing_and_weight_zero_costs_nothing(sd, monke
         raise AssertionError("switching weights must not read files")
 
     monkeypatch.setattr(lora_format, "read_weights_file", no_reads)
-    pipe.set_lora_weights({"pytorch_lora_weights": 0, "kohya": 0})
+    pipe.set_lora_weights({"peft": 0, "kohya": 0})
     assert np.array_equal(pipe("a red circle", **IMAGE), base)
     hooked = [n for n, m in pipe.components.unet.named_modules() if m._forward_hooks]
     assert hooked == []  # no active adapter: no side branch runs at all
-    pipe.set_lora_weights({"pytorch_lora_weights": 0.7, "kohya": -0.5})
+    pipe.set_lora_weights({"peft": 0.7, "kohya": -0.5})
     assert np.array_equal(pipe("a red circle", **IMAGE), both)
 
 
@@ -418,8 +418,8 @@ def test_names_are_checked(image_pipe, sd):
     pipe.load_lora(sd[1], name="style")
     with pytest.raises(SpacetimeError, match="already loaded"):
         pipe.load_lora(sd[1], name="style")
-    assert pipe.load_lora(sd[1]) == "pytorch_lora_weights"
-    assert pipe.load_lora(sd[1]) == "pytorch_lora_weights-2"  # a stem seen twice
+    assert pipe.load_lora(sd[1]) == "peft"  # diffusers' file name: named for its folder
+    assert pipe.load_lora(sd[1]) == "peft-2"  # a name seen twice
     with pytest.raises(SpacetimeError, match="no LoRA named 'typo'"):
         pipe.set_lora_weights({"typo": 1.0})
     for bad in (float("nan"), float("inf"), "0.5"):  # a weight that would poison the model
