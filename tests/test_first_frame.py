@@ -74,3 +74,24 @@ def test_the_first_frame_loss_counts_only_the_other_frames(models, tmp_path):
         assert torch.equal(loss(**other), a)
         other["noise"][:, :, 1] += 1.0
         assert not torch.equal(loss(**other), a)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--first-frame", "{tmp}/none.png"], "cannot read image .*none.png"),
+        (["--first-frame", "{tmp}/junk.png"], "cannot read image .*junk.png"),
+    ],
+)
+def test_bad_first_frames_are_refused_before_weights_load(tmp_path, capsys, flags, message):
+    import re
+
+    from spacetime import video
+
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    flags = [f.replace("{tmp}", str(tmp_path)) for f in flags]
+    with pytest.raises(SystemExit) as exit_:
+        video.main(["a red circle moving right", *flags, "--out", str(tmp_path / "c.gif")])
+    assert exit_.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "c.gif").exists()
