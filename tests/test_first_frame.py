@@ -95,3 +95,24 @@ def test_bad_first_frames_are_refused_before_weights_load(tmp_path, capsys, flag
     assert exit_.value.code == 2
     assert re.search(message, capsys.readouterr().err)
     assert not (tmp_path / "c.gif").exists()
+
+
+def test_the_world_model_continues_a_first_frame_with_its_shipped_lora(tmp_path):
+    """`--first-frame` on the default world model loads the shipped first-frame LoRA: the frames
+    equal the API's with `load_lora("first-frame", motion=True)`."""
+    from PIL import Image
+
+    from spacetime import video
+    from spacetime.world import Clip
+
+    image = Clip("circle", "red", "right", None, (16.0, 32.0), 10.0, 2.0).render()[0]
+    Image.fromarray(image).save(tmp_path / "first.png")
+    pipe = VideoPipeline.from_pretrained(precision="fp32")
+    assert pipe.load_lora("first-frame", motion=True) == "first-frame"
+    want = pipe("a red circle moving right", first_frame=image, frames=4, steps=2, seed=0,
+                free_init=None)[0]  # fmt: skip
+    video.main(["a red circle moving right", "--first-frame", str(tmp_path / "first.png"),
+                "--frames", "4", "--steps", "2", "--free-init", "0", "--precision", "fp32",
+                "--out", f"{tmp_path}/out/"])  # fmt: skip
+    got = np.stack([np.asarray(Image.open(f)) for f in sorted((tmp_path / "out").glob("*.png"))])
+    assert np.array_equal(got, want)

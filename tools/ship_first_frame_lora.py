@@ -21,6 +21,9 @@ from _shared import ROOT, publish, run_facts, ship_parser, stage
 
 DEST = ROOT / "spacetime" / "assets" / "lora" / "first-frame"
 POSITION = 2.0  # px: frame 0's centre counts as the image's within this
+# px: frame 1 continues from the image when its object is this close to the image's (the world's
+# objects move at most 2.5 px per frame, plus the position tolerance)
+CONTINUES = 4.5
 
 
 def evaluate(pipe, clips, first_frame: bool) -> dict:
@@ -39,12 +42,18 @@ def evaluate(pipe, clips, first_frame: bool) -> dict:
         and math.dist(r.frames[0].centre, c.centres()[0]) <= POSITION
         for r, c in zip(readings, clips, strict=True)
     ]  # fmt: skip
+    continues = [
+        r.frames[1].centre is not None
+        and math.dist(r.frames[1].centre, c.centres()[0]) <= CONTINUES
+        for r, c in zip(readings, clips, strict=True)
+    ]
     held = [
         r.colour_constant and r.shape_constant and (r.colour, r.shape) == (c.colour, c.shape)
         for r, c in zip(readings, clips, strict=True)
     ]
     return {
         "first_frame_matches": round(float(np.mean(first)), 4),
+        "continues": round(float(np.mean(continues)), 4),
         "direction": round(float(np.mean([r.direction == c.direction
                                           for r, c in zip(readings, clips, strict=True)])), 4),
         "colour_and_shape_held": round(float(np.mean(held)), 4),
@@ -79,6 +88,7 @@ def main() -> None:
     card = {
         "heldout": rows,
         "position_tolerance_px": POSITION,
+        "continues_within_px": CONTINUES,
         "steps_done": json.loads((args.run / "export.json").read_text())["steps_done"],
         **run_facts(args.run, staging, args.machine),
     }
@@ -88,7 +98,7 @@ def main() -> None:
 def model_card(card: dict) -> str:
     cfg = card["config"]
     rows = "\n".join(
-        f"| {name} | {m['first_frame_matches']:.1%} | {m['direction']:.1%} | "
+        f"| {name} | {m['first_frame_matches']:.1%} | {m['continues']:.1%} | {m['direction']:.1%} | "
         f"{m['colour_and_shape_held']:.1%} |"
         for name, m in card["heldout"].items()
     )
@@ -121,10 +131,12 @@ default image model and motion module frozen. Wall time on {card["machine"]}:
 the prompt and the image (its own first frame). Sampled as the CLI samples the world model
 (FreeInit, DDIM 20 steps, guidance 7.5), the same seeds in every row; the oracle reads frame 0
 (colour, shape, background, and its centre within {card["position_tolerance_px"]:g} px of the image's),
-the direction, and whether the prompt's colour and shape hold in every frame.
+whether frame 1 continues from it (its object within {card["continues_within_px"]:g} px of the image's;
+the world's objects move at most 2.5 px a frame), the direction, and whether the prompt's colour
+and shape hold in every frame.
 
-| sampler | frame 0 shows the image | direction | colour & shape held |
-|---|---|---|---|
+| sampler | frame 0 shows the image | frame 1 continues it | direction | colour & shape held |
+|---|---|---|---|---|
 {rows}
 """
 
