@@ -291,22 +291,7 @@ class DiffusionPipeline:
             generator.manual_seed(req.seed)
         else:
             generator.seed()
-        start, first = None, 0  # SDEdit's latents (at sigma 0) and first step
-        if init is None:
-            if req.strength != 1:
-                raise ArgumentValueError("strength applies to an input image or video only")
-            noise = torch.randn(shape, generator=generator).to(self.device)
-        else:
-            if tuple(init.shape[2:]) != (*frames, req.height, req.width):
-                raise ArgumentValueError(
-                    f"the input is {tuple(init.shape[2:])} (frames, height, width), the request "
-                    f"{(*frames, req.height, req.width)}"
-                )
-            first = sdedit.first_step(req.steps, req.strength)
-            with compute:
-                start = sdedit.encode(c.vae, init.to(self.device, self.dtype), generator).float()
-            start = start.expand(shape)
-            noise = sdedit.noise_like(start, generator).to(self.device)
+        noise, start, first = self._starting_point(req, init, shape, generator, compute)
         cameras = None if cameras is None else cameras.to(self.device, torch.float32)
 
         def net(x_t: Tensor, t: Tensor, context: Tensor) -> Tensor:
@@ -322,15 +307,7 @@ class DiffusionPipeline:
             net = windowed(net, windows)
         first_latent = None  # the first frame's (1, c, h, w)
         if first_frame is not None:
-            if req.frames < 2 or tuple(first_frame.shape[2:]) != (req.height, req.width):
-                raise ArgumentValueError(
-                    f"a first frame needs a clip (frames >= 2) and the clip's size "
-                    f"{(req.height, req.width)}, got frames={req.frames} and an image of "
-                    f"{tuple(first_frame.shape[2:])}"
-                )
-            with compute:
-                pixels = first_frame.to(self.device, self.dtype)
-                first_latent = c.vae.encode(pixels, sample=False).float()
+            first_latent = self._first_frame_latent(req, first_frame, compute)
             net = first_frame_net(net, first_latent)
         model_fn = sampling.classifier_free_guidance(net, cond, uncond, req.guidance)
         denoiser = sampling.model_denoiser(model_fn, c.schedule)
@@ -366,6 +343,44 @@ class DiffusionPipeline:
             sample_pass = free_init.wrap(sample_pass, c.schedule.alphas_cumprod[-1], generator)
         latents = sample_pass(noise, req.steps)
         return latents if first_latent is None else place_first_frame(latents, first_latent)
+
+    def _starting_point(
+        self,
+        req: GenerationRequest,
+        init: Tensor | None,
+        shape: tuple,
+        generator: torch.Generator,
+        compute,
+    ) -> tuple[Tensor, Tensor | None, int]:
+        """(unit noise, SDEdit's encoded input at sigma 0 or None, the plan's first step)."""
+        if init is None:
+            if req.strength != 1:
+                raise ArgumentValueError("strength applies to an input image or video only")
+            return torch.randn(shape, generator=generator).to(self.device), None, 0
+        frames = () if req.frames == 1 else (req.frames,)
+        if tuple(init.shape[2:]) != (*frames, req.height, req.width):
+            raise ArgumentValueError(
+                f"the input is {tuple(init.shape[2:])} (frames, height, width), the request "
+                f"{(*frames, req.height, req.width)}"
+            )
+        first = sdedit.first_step(req.steps, req.strength)
+        with compute:
+            vae = self.components.vae
+            start = sdedit.encode(vae, init.to(self.device, self.dtype), generator).float()
+        start = start.expand(shape)
+        return sdedit.noise_like(start, generator).to(self.device), start, first
+
+    def _first_frame_latent(self, req: GenerationRequest, pixels: Tensor, compute) -> Tensor:
+        """The latent (1, c, h, w) of the image a clip starts from (the posterior mean)."""
+        if req.frames < 2 or tuple(pixels.shape[2:]) != (req.height, req.width):
+            raise ArgumentValueError(
+                f"a first frame needs a clip (frames >= 2) and the clip's size "
+                f"{(req.height, req.width)}, got frames={req.frames} and an image of "
+                f"{tuple(pixels.shape[2:])}"
+            )
+        with compute:
+            latent = self.components.vae.encode(pixels.to(self.device, self.dtype), sample=False)
+        return latent.float()
 
     @torch.no_grad()
     def decode(self, latents: Tensor, precision: str | None = None) -> np.ndarray:
