@@ -19,7 +19,8 @@ def shipped_loras() -> dict[str, Path]:
 
     root = Path(str(resources.files("spacetime"))) / "assets" / "lora"
     found = sorted(root.glob(f"*/{LORA_FILE}")) if root.is_dir() else []
-    return {file.parent.name: file for file in found}
+    # hidden folders are a ship tool's work in progress, not shipped
+    return {file.parent.name: file for file in found if not file.parent.name.startswith(".")}
 
 
 def find_lora(spec: str | os.PathLike) -> Path:
