@@ -105,6 +105,20 @@ def key_frames(keys: Sequence[int], frames: int) -> None:
         )
 
 
+def steps_fit(steps: int, scheduler: str, schedule_length: int, lcm_steps: int) -> None:
+    """Steps within the model's noise schedule, and for the lcm sampler within the grid it was
+    distilled on (original_inference_steps)."""
+    if steps > schedule_length:
+        raise ArgumentValueError(
+            f"steps must be <= {schedule_length} (the model's noise schedule), got {steps}"
+        )
+    if scheduler == "lcm" and steps > lcm_steps:
+        raise ArgumentValueError(
+            f"the lcm sampler takes at most {lcm_steps} steps (the model's "
+            f"original_inference_steps), got {steps}"
+        )
+
+
 def seed(value: object) -> int | None:
     """None (a fresh random seed) or 0 ... 2**64 - 1."""
     return None if value is None else integer("seed", value, 0, MAX_SEED)

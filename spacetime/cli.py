@@ -220,7 +220,6 @@ def check_generation(
     (GenerationRequest fields, local model path, device)."""
     from spacetime import checks
     from spacetime.devices import pick_device
-    from spacetime.errors import ArgumentValueError
     from spacetime.formats.load import resolve
     from spacetime.pipelines.diffusion import GenerationRequest
 
@@ -241,16 +240,7 @@ def check_generation(
     req = GenerationRequest(
         prompts, negatives, height=height, width=width, key_frames=key_frames, **options
     )
-    if args.steps > facts.schedule_length:
-        raise ArgumentValueError(
-            f"steps must be <= {facts.schedule_length} (the model's noise schedule), "
-            f"got {args.steps}"
-        )
-    if args.scheduler == "lcm" and args.steps > facts.lcm_steps:
-        raise ArgumentValueError(
-            f"the lcm sampler takes at most {facts.lcm_steps} steps (the model's "
-            f"original_inference_steps), got {args.steps}"
-        )
+    checks.steps_fit(args.steps, args.scheduler, facts.schedule_length, facts.lcm_steps)
     check_memory(args, device, height, width, req.frames, req.num_images, facts)
     return options, model, device
 

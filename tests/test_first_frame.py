@@ -14,18 +14,7 @@ from spacetime.pipelines.video import VideoPipeline
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from diffusers import MotionAdapter
-
-    root = tmp_path_factory.mktemp("first")
-    tiny.sd_pipeline(root / "sd")
-    torch.manual_seed(0)
-    adapter = MotionAdapter(
-        block_out_channels=(32, 64), motion_layers_per_block=2, motion_norm_num_groups=8,
-        motion_num_attention_heads=2, motion_max_seq_length=32, use_motion_mid_block=True,
-    )  # fmt: skip
-    tiny.randomize(adapter, 5, 0.05)
-    adapter.save_pretrained(str(root / "motion"))
-    return root
+    return tiny.animatediff(tmp_path_factory.mktemp("first"))
 
 
 def test_per_frame_timesteps_equal_one_timestep_when_equal_and_differ_otherwise(models):

@@ -14,17 +14,7 @@ from spacetime.sdedit import first_step
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from diffusers import MotionAdapter
-
-    root = tmp_path_factory.mktemp("sdedit")
-    tiny.sd_pipeline(root / "sd")
-    torch.manual_seed(0)
-    adapter = MotionAdapter(
-        block_out_channels=(32, 64), motion_layers_per_block=2, motion_norm_num_groups=8,
-        motion_num_attention_heads=2, motion_max_seq_length=32, use_motion_mid_block=True,
-    )  # fmt: skip
-    tiny.randomize(adapter, 5, 0.05)
-    adapter.save_pretrained(str(root / "motion"))
+    root = tiny.animatediff(tmp_path_factory.mktemp("sdedit"))
     rng = np.random.default_rng(0)
     clip = rng.uniform(size=(6, 1, 1, 3)) * 255 * np.linspace(0.3, 1, 32)[None, :, None, None]
     clip = np.broadcast_to(clip, (6, 32, 32, 3)).astype(np.uint8).copy()

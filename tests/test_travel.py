@@ -16,18 +16,7 @@ TRAVEL = {0: "a red circle", 3: "a blue square", 5: "a green triangle"}
 
 @pytest.fixture(scope="module")
 def animatediff(tmp_path_factory):
-    from diffusers import MotionAdapter
-
-    root = tmp_path_factory.mktemp("travel")
-    tiny.sd_pipeline(root / "sd")
-    torch.manual_seed(0)
-    adapter = MotionAdapter(
-        block_out_channels=(32, 64), motion_layers_per_block=2, motion_norm_num_groups=8,
-        motion_num_attention_heads=2, motion_max_seq_length=32, use_motion_mid_block=True,
-    )  # fmt: skip
-    tiny.randomize(adapter, 5, 0.05)
-    adapter.save_pretrained(str(root / "motion"))
-    return root
+    return tiny.animatediff(tmp_path_factory.mktemp("travel"))
 
 
 @pytest.mark.parametrize("guidance", [5.0, 1.0])

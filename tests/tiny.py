@@ -140,3 +140,18 @@ def sd_pipeline(
     pipe.set_progress_bar_config(disable=True)
     pipe.save_pretrained(str(folder))
     return pipe
+
+
+def animatediff(root: Path, heads: int = 2) -> Path:
+    """A tiny SD folder (root/sd) and a random MotionAdapter for it (root/motion); returns root."""
+    from diffusers import MotionAdapter
+
+    sd_pipeline(root / "sd")
+    torch.manual_seed(0)
+    adapter = MotionAdapter(
+        block_out_channels=(32, 64), motion_layers_per_block=2, motion_norm_num_groups=8,
+        motion_num_attention_heads=heads, motion_max_seq_length=32, use_motion_mid_block=True,
+    )  # fmt: skip
+    randomize(adapter, 5, 0.05)
+    adapter.save_pretrained(str(root / "motion"))
+    return root

@@ -209,16 +209,8 @@ class DiffusionPipeline:
         """Limits that follow from this model: steps within its noise schedule, clip_skip within
         its text encoder."""
         schedule = self.components.schedule
-        if req.steps > schedule.num_train_timesteps:
-            raise ArgumentValueError(
-                f"steps must be <= {schedule.num_train_timesteps} (the model's noise schedule), "
-                f"got {req.steps}"
-            )
-        if req.scheduler == "lcm" and req.steps > schedule.original_inference_steps:
-            raise ArgumentValueError(
-                f"the lcm sampler takes at most {schedule.original_inference_steps} steps (the "
-                f"model's original_inference_steps), got {req.steps}"
-            )
+        checks.steps_fit(req.steps, req.scheduler, schedule.num_train_timesteps,
+                         schedule.original_inference_steps)  # fmt: skip
         layers = self.components.text_encoder.model.config.num_hidden_layers
         if req.clip_skip is not None and req.clip_skip >= layers:
             raise ArgumentValueError(
