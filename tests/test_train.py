@@ -107,7 +107,7 @@ def _known(cls) -> str:
         ({"task": "lora", "base": "b", "data": "inverted", "alpha": -1},
          "alpha must be > 0, got -1.0"),
         ({"task": "lcm", "base": "b", "guidance": 0.5}, "guidance must be >= 1, got 0.5"),
-        ({"task": "lcm", "base": "b", "huber_c": 0}, "huber_c must be > 0, got 0.0"),
+        ({"task": "lcm", "base": "b", "huber_c": 0.001}, "unknown lcm config keys: huber_c"),
         ({"task": "lcm", "base": "b", "data": "inverted"}, "unknown lcm config keys: data"),
     ],
 )  # fmt: skip

@@ -254,13 +254,10 @@ class ConsistencyTraining(LoRAStudent):
     task: ClassVar[str] = "lcm"
     guidance: float = 7.5  # the teacher's scale, baked into the student
     original_inference_steps: int = 50  # the solver's grid, as LCMScheduler's
-    huber_c: float = 0.001  # pseudo-Huber loss sqrt(d² + c²) − c
 
     def __post_init__(self):
         super().__post_init__()
         self._at_least(1, "guidance", "original_inference_steps")
-        if self.huber_c <= 0:
-            raise ConfigError(f"huber_c must be > 0, got {self.huber_c}")
 
 
 CONFIGS: dict[str, type[TrainConfig]] = {

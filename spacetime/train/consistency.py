@@ -35,6 +35,8 @@ from spacetime.train.common import (
 from spacetime.train.config import ConsistencyTraining
 from spacetime.train.lora import export_lora, frozen_model, student
 
+HUBER_C = 0.001  # pseudo-Huber loss sqrt(d² + c²) − c, as diffusers' LCM scripts
+
 
 class ConsistencyLoss(nn.Module):
     """The distillation loss of one batch; only `lora` trains."""
@@ -43,7 +45,7 @@ class ConsistencyLoss(nn.Module):
                  cfg: ConsistencyTraining):  # fmt: skip
         super().__init__()
         self.unet, self.text_model, self.lora = unet, text_model, lora
-        self.guidance, self.huber_c = cfg.guidance, cfg.huber_c
+        self.guidance = cfg.guidance
         schedule = NoiseSchedule(original_inference_steps=cfg.original_inference_steps)
         self.scaling = schedule.timestep_scaling
         self.skip = schedule.num_train_timesteps // cfg.original_inference_steps
@@ -79,7 +81,7 @@ class ConsistencyLoss(nn.Module):
             x_prev = abar_prev.sqrt() * x0_hat + (1 - abar_prev).sqrt() * eps  # DDIM, η = 0
             target = self.consistency(x_prev, t_prev, context)
         d = (prediction - target).float()
-        return (torch.sqrt(d.square() + self.huber_c**2) - self.huber_c).mean()
+        return (torch.sqrt(d.square() + HUBER_C**2) - HUBER_C).mean()
 
     @staticmethod
     def _per_sample(values: Tensor, like: Tensor) -> Tensor:
@@ -114,7 +116,7 @@ class ConsistencyTask:
         ids = c.text_encoder.tokenize(captions)
         uncond_ids = c.text_encoder.tokenize([""] * len(captions))
         x0 = c.vae.encode(on_device_of(c.vae, x), generator=g)
-        skip = 1000 // cfg.original_inference_steps
+        skip = NoiseSchedule().num_train_timesteps // cfg.original_inference_steps
         j = torch.randint(1, cfg.original_inference_steps + 1, (len(captions),), generator=g)
         noise = torch.randn(x0.shape, generator=g)
         batch = {"ids": ids, "uncond_ids": uncond_ids, "x0": x0, "t": j * skip - 1, "noise": noise}
