@@ -6,6 +6,7 @@ import pytest
 import tiny
 import torch
 
+from spacetime.errors import CheckpointError
 from spacetime.train.config import make_config
 from spacetime.train.consistency import ConsistencyTask
 
@@ -102,3 +103,36 @@ def test_a_distilled_student_saves_as_a_lora_diffusers_reads(sd, tmp_path):
                scheduler="lcm")  # fmt: skip
     want = (want * 255).round().astype(np.uint8)
     assert (np.abs(got.astype(int) - want.astype(int)) <= 3).mean() >= 0.99
+
+
+def test_a_student_starts_from_a_saved_lora(sd, tmp_path):
+    """init_lora: the saved factors start the student (its scale folded in), the other layers start
+    fresh; a LoRA naming layers the student does not train is refused."""
+    from spacetime.formats.lora import save_lora
+    from spacetime.models.lora import LoraFactors
+
+    first = ConsistencyTask(config(sd)).build().lora
+    with torch.no_grad():
+        for up in first.up:
+            up.normal_(0, 0.05, generator=torch.Generator().manual_seed(1))
+    saved = {n: f for n, f in first.factors().items() if "conv1" not in n}
+    save_lora(tmp_path / "start.safetensors", saved, alpha=8.0)  # scale 2, the student's 1
+
+    started = ConsistencyTask(config(sd, init_lora=str(tmp_path / "start.safetensors"))).build()
+    for name, down, up in zip(started.lora.names, started.lora.down, started.lora.up, strict=True):
+        if name in saved:
+            torch.testing.assert_close(down, saved[name].down)
+            torch.testing.assert_close(up, saved[name].up * 2.0)
+        else:
+            assert not up.any()  # fresh: up is zero
+
+    one = next(iter(saved.values()))
+    extra = {**saved, "unet.no.such.layer": LoraFactors(one.down.clone(), one.up.clone(), 1.0, "")}
+    save_lora(tmp_path / "extra.safetensors", extra, alpha=4.0)
+    with pytest.raises(CheckpointError, match="not trained here: unet.no.such.layer"):
+        ConsistencyTask(config(sd, init_lora=str(tmp_path / "extra.safetensors"))).build()
+    fatter = {n: LoraFactors(torch.cat([f.down, f.down]), torch.cat([f.up, f.up], 1), 1.0, n)
+              for n, f in saved.items()}  # fmt: skip
+    save_lora(tmp_path / "rank8.safetensors", fatter, alpha=8.0)
+    with pytest.raises(CheckpointError, match="the student's are"):
+        ConsistencyTask(config(sd, init_lora=str(tmp_path / "rank8.safetensors"))).build()

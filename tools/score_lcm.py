@@ -25,6 +25,11 @@ def main() -> None:
     p.add_argument("--steps", type=int, nargs="+", default=[4])
     p.add_argument("--limit", type=int, default=None, help="held-out prompts (default all)")
     p.add_argument("--per-prompt", type=int, default=None, help="outputs per prompt")
+    p.add_argument("--guidance", type=float, default=1.0,
+                   help="classifier-free guidance (1: one U-Net call per step)")  # fmt: skip
+    p.add_argument("--original-steps", type=int, default=None,
+                   help="the LCM grid to sample on (default: the model's scheduler config)")  # fmt: skip
+    p.add_argument("--free-init", type=int, default=0, help="FreeInit passes for clips (0: off)")
     args = p.parse_args()
 
     if args.video:
@@ -32,16 +37,21 @@ def main() -> None:
         from spacetime.pipelines.video import VideoPipeline
 
         pipe = VideoPipeline.from_pretrained(precision="fp32")
-        pipe.disable_free_init()
+        if args.free_init:
+            pipe.enable_free_init(iterations=args.free_init)
+        else:
+            pipe.disable_free_init()
     else:
         from spacetime.eval.text_to_image import evaluate
         from spacetime.pipelines.image import ImagePipeline
 
         pipe = ImagePipeline.from_pretrained(precision="fp32")
     pipe.load_lora(f"{args.run}/model", name="lcm")
+    if args.original_steps:
+        pipe.set_schedule(original_inference_steps=args.original_steps)
     pipe.fuse_lora()
     for steps in args.steps:
-        common = dict(steps=steps, guidance=1.0, scheduler="lcm")
+        common = dict(steps=steps, guidance=args.guidance, scheduler="lcm")
         if args.video:
             m, _ = evaluate_clips(pipe, seeds_per_prompt=args.per_prompt or 3, limit=args.limit,
                                   **common)  # fmt: skip

@@ -290,6 +290,26 @@ class TrainableLora(nn.Module):
         finally:
             self.enabled = True
 
+    @torch.no_grad()
+    def start_from(self, factors: Mapping[str, LoraFactors]) -> None:
+        """Copy a saved LoRA's factors into the layers they name (a warm start); the others keep
+        their fresh initialisation. Its rank must be this one's; its scale is folded into `up`."""
+        index = {name: i for i, name in enumerate(self.names)}
+        unknown = sorted(set(factors) - set(index))
+        if unknown:
+            raise CheckpointError(
+                f"{len(unknown)} LoRA layers are not trained here: {', '.join(unknown[:3])}"
+            )
+        for name, f in factors.items():
+            i = index[name]
+            if f.down.shape != self.down[i].shape or f.up.shape != self.up[i].shape:
+                raise CheckpointError(
+                    f"{f.source}: factors {tuple(f.down.shape)} / {tuple(f.up.shape)}, the "
+                    f"student's are {tuple(self.down[i].shape)} / {tuple(self.up[i].shape)}"
+                )
+            self.down[i].copy_(f.down)
+            self.up[i].copy_(f.up * (f.scale / self.scale))
+
     def factors(self) -> dict[str, LoraFactors]:
         """The trained update of every layer, in float32, keyed by the layers' names."""
         return {

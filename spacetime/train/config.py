@@ -254,6 +254,9 @@ class ConsistencyTraining(LoRAStudent):
     task: ClassVar[str] = "lcm"
     guidance: float = 7.5  # the teacher's scale, baked into the student
     original_inference_steps: int = 50  # the solver's grid, as LCMScheduler's
+    # A LoRA whose factors start the student (file, folder or shipped name): the image student's
+    # for a clip student, as AnimateLCM's decoupled consistency learning (Wang et al. 2024)
+    init_lora: str = ""
 
     def __post_init__(self):
         super().__post_init__()

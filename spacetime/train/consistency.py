@@ -103,6 +103,12 @@ class ConsistencyTask:
         c = self.components
         # the whole U-Net learns to jump: every targeted layer, spatial and temporal alike
         lora = student(self.cfg, c.unet, everywhere=True)
+        if self.cfg.init_lora:
+            from spacetime.formats.lora import read_lora
+            from spacetime.formats.lora_files import find_lora
+
+            layers = {"unet": [name.removeprefix("unet.") for name in lora.names]}
+            lora.start_from(read_lora(find_lora(self.cfg.init_lora), layers))
         return ConsistencyLoss(c.unet, c.text_encoder.model, lora, self.cfg)
 
     @torch.no_grad()
