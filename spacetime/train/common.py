@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,43 @@ def world_clips(
     """The global batch of motion clips for a step, in [-1, 1] (b, 3, t, 64, 64), and captions."""
     clips = world.sample_clips(np.random.default_rng([seed, step]), batch_size, split, frames)
     return world.clips_to_tensor(world.render_clips(clips)), [c.caption() for c in clips]
+
+
+class TrainingData:
+    """Where a task's images and clips come from: real media when the config names `media`
+    (spacetime.train.media_data), else the world. Both draw a step's global batch from
+    (seed, step) alone, so runs resume and split over processes alike."""
+
+    def __init__(self, cfg):
+        self.cfg, self.media = cfg, None
+        if cfg.media:
+            from spacetime.train.media_data import MediaData
+
+            self.media = MediaData(cfg.media, cfg.media_size, cfg.frame_stride)
+
+    def images(self, step: int) -> tuple[Tensor, list[str]]:
+        cfg = self.cfg
+        if self.media is None:
+            return world_images(cfg.seed, step, cfg.batch_size)
+        return self.media.images(cfg.seed, step, cfg.batch_size)
+
+    def clips(self, step: int, frames: int) -> tuple[Tensor, list[str]]:
+        cfg = self.cfg
+        if self.media is None:
+            return world_clips(cfg.seed, step, cfg.batch_size, frames)
+        return self.media.clips(cfg.seed, step, cfg.batch_size, frames)
+
+    def summary(self) -> dict:
+        """For the export's record: how many media files there were and how many were skipped."""
+        if self.media is None:
+            return {}
+        summary = self.media.summary()
+        print(
+            f"media: {summary['media_files']} files, {summary['media_skipped']} skipped as "
+            "unreadable or too short",
+            file=sys.stderr,
+        )
+        return summary
 
 
 def drop_captions(captions: list[str], rate: float, generator: torch.Generator) -> list[str]:

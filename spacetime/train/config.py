@@ -86,6 +86,21 @@ class VAETraining(TrainConfig):
 
 
 @dataclass(frozen=True)
+class MediaTraining(TrainConfig):
+    """A task that learns from images or clips: the world's, or real ones from `media`
+    (spacetime.train.media_data: a folder of captioned videos or images, or webdataset shards)."""
+
+    media: str = ""  # a folder, a .tar, a glob or a brace range of shards; empty: the world
+    media_size: int = 64  # pixels: the shorter side resized to it, then centre-cropped square
+    frame_stride: int = 1  # a clip takes every frame_stride-th frame of its video
+
+    def __post_init__(self):
+        super().__post_init__()
+        self._at_least(8, "media_size")
+        self._at_least(1, "frame_stride")
+
+
+@dataclass(frozen=True)
 class TextToImageTraining(TrainConfig):
     """The world U-Net and its text encoder, trained jointly on a trained VAE's latents."""
 
@@ -102,7 +117,7 @@ class TextToImageTraining(TrainConfig):
 
 
 @dataclass(frozen=True)
-class MotionTraining(TrainConfig):
+class MotionTraining(MediaTraining):
     """Motion modules (AnimateDiff) on world clips over the frozen spatial layers of `base`."""
 
     task: ClassVar[str] = "motion"
@@ -137,7 +152,7 @@ class MotionTraining(TrainConfig):
 
 
 @dataclass(frozen=True)
-class VideoVAETraining(TrainConfig):
+class VideoVAETraining(MediaTraining):
     """The video VAE's temporal decoder (SVD) grown from a trained image VAE, encoder frozen."""
 
     task: ClassVar[str] = "video_vae"
@@ -199,7 +214,7 @@ LORA_DATA: dict[str, str] = {
 
 
 @dataclass(frozen=True)
-class LoRAStudent(TrainConfig):
+class LoRAStudent(MediaTraining):
     """The LoRA (Hu et al. 2021) a run trains on a frozen model: on the motion modules of `motion`
     (with `motion`), or on `base`'s U-Net. Not a task itself: LoRATraining and
     ConsistencyTraining share it."""
@@ -235,8 +250,16 @@ class LoRATraining(LoRAStudent):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.media:
+            if self.data:
+                raise ConfigError("give data (the world's) or media (your own), not both")
+            self._within(0, 1, "caption_dropout")
+            return
         if self.data not in LORA_DATA:
-            raise ConfigError(f"data must be one of {', '.join(LORA_DATA)}, got {self.data!r}")
+            raise ConfigError(
+                f"data must be one of {', '.join(LORA_DATA)} (or give media: your own clips or "
+                f"images), got {self.data!r}"
+            )
         if LORA_DATA[self.data] == "motion" and not self.motion:
             raise ConfigError(f"data {self.data!r} trains motion modules: it needs `motion:`")
         if LORA_DATA[self.data] == "image" and self.motion:

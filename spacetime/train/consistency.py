@@ -26,11 +26,10 @@ from torch import Tensor, nn
 from spacetime.models.lora import TrainableLora
 from spacetime.sampling import NoiseSchedule, add_noise, lcm_boundary, to_x0
 from spacetime.train.common import (
+    TrainingData,
     on_device_of,
     rank_slice,
     step_generator,
-    world_clips,
-    world_images,
 )
 from spacetime.train.config import ConsistencyTraining
 from spacetime.train.lora import export_lora, frozen_model, student
@@ -94,6 +93,7 @@ class ConsistencyTask:
 
     def __init__(self, cfg: ConsistencyTraining):
         self.cfg = cfg
+        self.data = TrainingData(cfg)
         self.components = frozen_model(cfg)
 
     def frozen(self) -> list[nn.Module]:
@@ -115,9 +115,9 @@ class ConsistencyTask:
     def batch(self, step: int, rank: int, world_size: int) -> dict[str, Tensor]:
         cfg, c = self.cfg, self.components
         if cfg.motion:
-            x, captions = world_clips(cfg.seed, step, cfg.batch_size, cfg.frames)
+            x, captions = self.data.clips(step, cfg.frames)
         else:
-            x, captions = world_images(cfg.seed, step, cfg.batch_size)
+            x, captions = self.data.images(step)
         g = step_generator(cfg.seed, step)
         ids = c.text_encoder.tokenize(captions)
         uncond_ids = c.text_encoder.tokenize([""] * len(captions))
@@ -129,4 +129,4 @@ class ConsistencyTask:
         return {k: rank_slice(v, rank, world_size) for k, v in batch.items()}
 
     def export(self, module: nn.Module, folder: Path) -> dict:
-        return export_lora(self.cfg, module.lora, folder)
+        return {**export_lora(self.cfg, module.lora, folder), **self.data.summary()}

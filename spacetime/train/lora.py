@@ -22,6 +22,7 @@ from spacetime.models.lora import TrainableLora, target_layers
 from spacetime.sampling import NoiseSchedule, add_noise
 from spacetime.train.common import (
     DenoisingLoss,
+    TrainingData,
     drop_captions,
     on_device_of,
     rank_slice,
@@ -106,6 +107,7 @@ class LoRATask:
 
     def __init__(self, cfg: LoRATraining):
         self.cfg = cfg
+        self.data = TrainingData(cfg)
         self.components = frozen_model(cfg)
 
     def frozen(self) -> list[nn.Module]:
@@ -123,7 +125,12 @@ class LoRATask:
     @torch.no_grad()
     def batch(self, step: int, rank: int, world_size: int) -> dict[str, Tensor]:
         cfg, c = self.cfg, self.components
-        x, captions = lora_data(cfg, step)
+        if cfg.media:  # your own clips (with `motion`) or images
+            x, captions = (
+                self.data.clips(step, cfg.frames) if cfg.motion else self.data.images(step)
+            )
+        else:
+            x, captions = lora_data(cfg, step)
         g = step_generator(cfg.seed, step)
         ids = c.text_encoder.tokenize(drop_captions(captions, cfg.caption_dropout, g))
         x0 = c.vae.encode(on_device_of(c.vae, x), generator=g)
@@ -133,4 +140,4 @@ class LoRATask:
         return {k: rank_slice(v, rank, world_size) for k, v in batch.items()}
 
     def export(self, module: nn.Module, folder: Path) -> dict:
-        return export_lora(self.cfg, module.lora, folder)
+        return {**export_lora(self.cfg, module.lora, folder), **self.data.summary()}

@@ -13,11 +13,11 @@ from spacetime.formats.diffusers import save_component
 from spacetime.sampling import NoiseSchedule, add_noise
 from spacetime.train.common import (
     DenoisingLoss,
+    TrainingData,
     drop_captions,
     on_device_of,
     rank_slice,
     step_generator,
-    world_clips,
 )
 from spacetime.train.config import MotionTraining
 
@@ -49,6 +49,7 @@ class MotionTask:
         from spacetime.formats.load import load_components
 
         self.cfg = cfg
+        self.data = TrainingData(cfg)
         self.base = load_components(cfg.base)
         self.base.vae.eval()
 
@@ -84,7 +85,7 @@ class MotionTask:
     @torch.no_grad()
     def batch(self, step: int, rank: int, world_size: int) -> dict[str, Tensor]:
         cfg = self.cfg
-        x, captions = world_clips(cfg.seed, step, cfg.batch_size, cfg.frames)
+        x, captions = self.data.clips(step, cfg.frames)
         g = step_generator(cfg.seed, step)
         ids = self.base.text_encoder.tokenize(drop_captions(captions, cfg.caption_dropout, g))
         # (b, 4, t, h/8, w/8), frame by frame
@@ -115,4 +116,4 @@ class MotionTask:
                 text.state_dict(),
                 "model",
             )
-        return {"motion_parameters": trainable}
+        return {"motion_parameters": trainable, **self.data.summary()}

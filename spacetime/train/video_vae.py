@@ -12,11 +12,11 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from spacetime.train.common import (
+    TrainingData,
     load_vae,
     on_device_of,
     rank_slice,
     step_generator,
-    world_clips,
 )
 from spacetime.train.config import VideoVAETraining
 
@@ -41,6 +41,7 @@ class VideoVAETask:
 
     def __init__(self, cfg: VideoVAETraining):
         self.cfg = cfg
+        self.data = TrainingData(cfg)
         self.image_vae = load_vae(cfg.vae)
 
     def frozen(self) -> list[nn.Module]:
@@ -56,7 +57,7 @@ class VideoVAETask:
 
     @torch.no_grad()
     def batch(self, step: int, rank: int, world_size: int) -> dict[str, Tensor]:
-        x, _ = world_clips(self.cfg.seed, step, self.cfg.batch_size, self.cfg.frames)
+        x, _ = self.data.clips(step, self.cfg.frames)
         frames = x.shape[2]
         # Posterior samples, not means: the decoder must take whatever latents sampling ends at.
         q = self.image_vae.posterior(
@@ -82,4 +83,5 @@ class VideoVAETask:
         return {
             "temporal_decoder": evaluate_decoder(video.decode, encode, clips),
             "frame_by_frame": evaluate_decoder(self.image_vae.decode, encode, clips),
+            **self.data.summary(),
         }
