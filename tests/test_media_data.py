@@ -109,7 +109,6 @@ def test_bad_sources_are_refused(tmp_path):
 def test_a_motion_lora_trains_on_the_folder_and_resumes_to_the_same_weights(media, tmp_path):
     from safetensors.torch import load_file
 
-    from spacetime.train.config import make_config
     from spacetime.train.loop import train
     from spacetime.train.lora import LoRATask
 
@@ -117,10 +116,7 @@ def test_a_motion_lora_trains_on_the_folder_and_resumes_to_the_same_weights(medi
     root = tiny.animatediff(tmp_path / "models")
 
     def run(out, **extra):
-        cfg = make_config({"task": "lora", "base": str(root / "sd"), "motion": str(root / "motion"),
-                           "media": str(folder), "media_size": 32, "frames": 4, "frame_stride": 2,
-                           "rank": 4, "alpha": 4.0, "steps": 4, "batch_size": 2, "lr": 0.05,
-                           "warmup": 0, "ema_decay": 0.0, "checkpoint_every": 2, **extra})  # fmt: skip
+        cfg = lora_config(root, folder, **extra)
         return train(cfg, LoRATask(cfg), out, progress=False)
 
     straight = run(tmp_path / "a")
@@ -141,3 +137,52 @@ def test_media_and_world_data_exclude_each_other(tmp_path):
                      "media": str(tmp_path)})  # fmt: skip
     with pytest.raises(ConfigError, match="or give media"):
         make_config({"task": "lora", "base": "x", "motion": "m"})
+
+
+def lora_config(root, folder, **extra):
+    from spacetime.train.config import make_config
+
+    return make_config({"task": "lora", "base": str(root / "sd"), "motion": str(root / "motion"),
+                        "media": str(folder), "media_size": 32, "frames": 4, "frame_stride": 2,
+                        "rank": 4, "alpha": 4.0, "steps": 4, "batch_size": 2, "lr": 0.05,
+                        "warmup": 0, "ema_decay": 0.0, "checkpoint_every": 2, **extra})  # fmt: skip
+
+
+def test_the_latent_cache_gives_the_batches_the_pixels_give(media, tmp_path):
+    """A step's batch through the cache (encoded once) equals the batch encoded from pixels: the
+    same files, starts, captions, noise and timesteps, and latents sampled alike."""
+    from spacetime.train.lora import LoRATask
+
+    folder, _ = media
+    root = tiny.animatediff(tmp_path / "models")
+    plain = LoRATask(lora_config(root, folder))
+    cached = LoRATask(lora_config(root, folder, latent_cache=str(tmp_path / "cache")))
+    for step in range(3):
+        a, b = plain.batch(step, 0, 1), cached.batch(step, 0, 1)
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-4)
+    assert (tmp_path / "cache" / "cache.json").is_file()
+    assert cached.data.summary() == plain.data.summary()  # the same files skipped
+
+    again = LoRATask(lora_config(root, folder, latent_cache=str(tmp_path / "cache")))
+    torch.testing.assert_close(again.batch(5, 0, 1)["x0"], plain.batch(5, 0, 1)["x0"],
+                               rtol=1e-4, atol=1e-4)  # fmt: skip
+
+
+def test_a_latent_cache_of_other_settings_or_another_vae_is_refused(media, tmp_path):
+    from spacetime.train.lora import LoRATask
+
+    folder, _ = media
+    root = tiny.animatediff(tmp_path / "models")
+    cache = str(tmp_path / "cache")
+    LoRATask(lora_config(root, folder, latent_cache=cache)).batch(0, 0, 1)
+    with pytest.raises(ConfigError, match="made with media_size 32, this run has 24"):
+        LoRATask(lora_config(root, folder, latent_cache=cache, media_size=24)).batch(0, 0, 1)
+    other = LoRATask(lora_config(root, folder, latent_cache=cache))
+    with torch.no_grad():
+        next(other.components.vae.parameters()).add_(0.01)
+    with pytest.raises(ConfigError, match="made with vae"):
+        other.batch(0, 0, 1)
+    with pytest.raises(ConfigError, match="latent_cache caches media"):
+        lora_config(root, "", latent_cache=cache, data="zoom-in")

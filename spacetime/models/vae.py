@@ -257,7 +257,8 @@ class AutoencoderKL(nn.Module):
         """Unscaled q(z|x) for images (b, 3, h, w) in [-1, 1]."""
         return DiagonalGaussian.from_moments(self.quant_conv(self.encoder(x)))
 
-    def _scale(self, z: Tensor) -> Tensor:
+    def scale(self, z: Tensor) -> Tensor:
+        """Unscaled posterior samples → the latents the U-Net sees."""
         return (z - (self.config.shift_factor or 0.0)) * self.config.scaling_factor
 
     @_per_frame
@@ -266,7 +267,7 @@ class AutoencoderKL(nn.Module):
     ) -> Tensor:
         """Images in [-1, 1] → scaled latents (a posterior sample, or its mean)."""
         q = self.posterior(x)
-        return self._scale(q.sample(generator) if sample else q.mean)
+        return self.scale(q.sample(generator) if sample else q.mean)
 
     @_per_frame
     def decode(self, z: Tensor) -> Tensor:

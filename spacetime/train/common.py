@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -44,29 +45,63 @@ def world_clips(
     return world.clips_to_tensor(world.render_clips(clips)), [c.caption() for c in clips]
 
 
+class Cached(NamedTuple):
+    """A step's latents still as the cache's posterior moments (b, t, 2c, h, w): sampled by
+    TrainingData.encode with the step's generator, where the pixels would be encoded."""
+
+    moments: Tensor
+    image: bool  # (b, c, h, w) latents rather than clips
+
+
 class TrainingData:
     """Where a task's images and clips come from: real media when the config names `media`
-    (spacetime.train.media_data), else the world. Both draw a step's global batch from
+    (spacetime.train.media_data), through a latent cache when it names `latent_cache`
+    (spacetime.train.latent_cache), else the world. All draw a step's global batch from
     (seed, step) alone, so runs resume and split over processes alike."""
 
-    def __init__(self, cfg):
-        self.cfg, self.media = cfg, None
+    def __init__(self, cfg, vae: nn.Module | None = None):
+        self.cfg, self.vae, self.media, self._cache = cfg, vae, None, None
         if cfg.media:
             from spacetime.train.media_data import MediaData
 
             self.media = MediaData(cfg.media, cfg.media_size, cfg.frame_stride)
 
-    def images(self, step: int) -> tuple[Tensor, list[str]]:
+    @property
+    def cache(self):
+        """The latent cache, built on first use (it needs the VAE), or None."""
+        if self._cache is None and getattr(self.cfg, "latent_cache", ""):
+            from spacetime.train.latent_cache import LatentCache
+
+            self._cache = LatentCache(self.cfg.latent_cache, self.media, self.vae)
+        return self._cache
+
+    def images(self, step: int) -> tuple[Tensor | Cached, list[str]]:
+        """Pixels (b, 3, h, w) in [-1, 1], or cached moments, and captions."""
         cfg = self.cfg
         if self.media is None:
             return world_images(cfg.seed, step, cfg.batch_size)
+        if self.cache is not None:
+            moments, captions = self.cache.draw(cfg.seed, step, cfg.batch_size, 1)
+            return Cached(moments, image=True), captions
         return self.media.images(cfg.seed, step, cfg.batch_size)
 
-    def clips(self, step: int, frames: int) -> tuple[Tensor, list[str]]:
+    def clips(self, step: int, frames: int) -> tuple[Tensor | Cached, list[str]]:
+        """Pixels (b, 3, t, h, w) in [-1, 1], or cached moments, and captions."""
         cfg = self.cfg
         if self.media is None:
             return world_clips(cfg.seed, step, cfg.batch_size, frames)
+        if self.cache is not None:
+            moments, captions = self.cache.draw(cfg.seed, step, cfg.batch_size, frames)
+            return Cached(moments, image=False), captions
         return self.media.clips(cfg.seed, step, cfg.batch_size, frames)
+
+    def encode(self, x: Tensor | Cached, generator: torch.Generator) -> Tensor:
+        """Scaled latents of a step's pixels (the VAE's posterior, sampled), or of its cached
+        moments, sampled the same way."""
+        if isinstance(x, Cached):
+            z = self.cache.sample(x.moments, generator)
+            return z[:, :, 0] if x.image else z
+        return self.vae.encode(on_device_of(self.vae, x), generator=generator)
 
     def summary(self) -> dict:
         """For the export's record: how many media files there were and how many were skipped."""

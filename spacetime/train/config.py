@@ -93,11 +93,16 @@ class MediaTraining(TrainConfig):
     media: str = ""  # a folder, a .tar, a glob or a brace range of shards; empty: the world
     media_size: int = 64  # pixels: the shorter side resized to it, then centre-cropped square
     frame_stride: int = 1  # a clip takes every frame_stride-th frame of its video
+    # A folder for media's frames encoded once by the VAE (built on first use, refused when its
+    # media, size or VAE differ); empty: encode every step
+    latent_cache: str = ""
 
     def __post_init__(self):
         super().__post_init__()
         self._at_least(8, "media_size")
         self._at_least(1, "frame_stride")
+        if self.latent_cache and not self.media:
+            raise ConfigError("latent_cache caches media: give media too")
 
 
 @dataclass(frozen=True)
@@ -164,6 +169,8 @@ class VideoVAETraining(MediaTraining):
         super().__post_init__()
         self._needs("vae", "a trained VAE folder")
         self._at_least(0, "temporal_weight")
+        if self.latent_cache:
+            raise ConfigError("latent_cache does not apply: the video VAE trains on pixels")
         if self.frames < 4 or self.frames % 4:
             raise ConfigError(
                 f"frames must be a multiple of 4 (the decode window keeps half), got {self.frames}"

@@ -27,7 +27,6 @@ from spacetime.models.lora import TrainableLora
 from spacetime.sampling import NoiseSchedule, add_noise, lcm_boundary, to_x0
 from spacetime.train.common import (
     TrainingData,
-    on_device_of,
     rank_slice,
     step_generator,
 )
@@ -93,8 +92,8 @@ class ConsistencyTask:
 
     def __init__(self, cfg: ConsistencyTraining):
         self.cfg = cfg
-        self.data = TrainingData(cfg)
         self.components = frozen_model(cfg)
+        self.data = TrainingData(cfg, self.components.vae)
 
     def frozen(self) -> list[nn.Module]:
         return [self.components.vae]
@@ -121,7 +120,7 @@ class ConsistencyTask:
         g = step_generator(cfg.seed, step)
         ids = c.text_encoder.tokenize(captions)
         uncond_ids = c.text_encoder.tokenize([""] * len(captions))
-        x0 = c.vae.encode(on_device_of(c.vae, x), generator=g)
+        x0 = self.data.encode(x, generator=g)
         skip = NoiseSchedule().num_train_timesteps // cfg.original_inference_steps
         j = torch.randint(1, cfg.original_inference_steps + 1, (len(captions),), generator=g)
         noise = torch.randn(x0.shape, generator=g)

@@ -24,7 +24,6 @@ from spacetime.train.common import (
     DenoisingLoss,
     TrainingData,
     drop_captions,
-    on_device_of,
     rank_slice,
     step_generator,
 )
@@ -107,8 +106,8 @@ class LoRATask:
 
     def __init__(self, cfg: LoRATraining):
         self.cfg = cfg
-        self.data = TrainingData(cfg)
         self.components = frozen_model(cfg)
+        self.data = TrainingData(cfg, self.components.vae)
 
     def frozen(self) -> list[nn.Module]:
         return [self.components.vae]
@@ -133,7 +132,7 @@ class LoRATask:
             x, captions = lora_data(cfg, step)
         g = step_generator(cfg.seed, step)
         ids = c.text_encoder.tokenize(drop_captions(captions, cfg.caption_dropout, g))
-        x0 = c.vae.encode(on_device_of(c.vae, x), generator=g)
+        x0 = self.data.encode(x, generator=g)
         t = torch.randint(0, 1000, (len(captions),), generator=g)
         noise = torch.randn(x0.shape, generator=g)
         batch = {"ids": ids, "x0": x0, "t": t, "noise": noise}

@@ -183,16 +183,23 @@ class MediaData:
         return self._draw(seed, step, batch_size, frames)
 
     def _draw(self, seed: int, step: int, batch_size: int, frames: int):
+        pixels, captions = self.draw(seed, step, batch_size, frames, self._decode)
+        x = torch.from_numpy(np.stack(pixels)).float() / 127.5 - 1  # (b, t, h, w, 3)
+        return x.permute(0, 4, 1, 2, 3).contiguous(), captions  # (b, 3, t, h, w)
+
+    def draw(self, seed: int, step: int, batch_size: int, frames: int, take) -> tuple[list, list]:
+        """A step's items, by (seed, step): `take(item, frames, rng)` gives each one's frames
+        (pixels, or cached latents) or raises for a file to skip, and another is drawn."""
         rng = np.random.default_rng([seed, step])
         candidates = self.items if frames == 1 else [i for i in self.items if i.is_video]
         if not candidates:
             raise ConfigError(f"media {self.source}: no videos to draw clips from")
-        pixels, captions = [], []
+        taken, captions = [], []
         for _ in range(batch_size):
             for _attempt in range(MAX_DRAWS):
                 item = candidates[int(rng.integers(len(candidates)))]
                 try:
-                    pixels.append(self._decode(item, frames, rng))
+                    taken.append(take(item, frames, rng))
                     captions.append(item.caption)
                     break
                 except Exception as e:  # an unreadable file is skipped, not fatal
@@ -202,24 +209,26 @@ class MediaData:
                     f"media {self.source}: {MAX_DRAWS} draws in a row failed to decode; "
                     f"{len(self.skipped)} files skipped so far, e.g. {next(iter(self.skipped))}"
                 )
-        x = torch.from_numpy(np.stack(pixels)).float() / 127.5 - 1  # (b, t, h, w, 3)
-        return x.permute(0, 4, 1, 2, 3).contiguous(), captions  # (b, 3, t, h, w)
+        return taken, captions
+
+    def span(self, frames: int) -> int:
+        """Source frames a clip of `frames` covers."""
+        return (frames - 1) * self.stride + 1
 
     def _decode(self, item: Item, frames: int, rng: np.random.Generator) -> np.ndarray:
         """uint8 (frames, size, size, 3) from a random start."""
-        span = (frames - 1) * self.stride + 1
         if item.is_video:
-            video = _read_frames(item)
-            if len(video) < span:
-                raise ValueError(f"{len(video)} frames, {span} needed (frames x stride)")
-            start = int(rng.integers(len(video) - span + 1))
-            chosen = video[start : start + span : self.stride]
-        else:
-            from PIL import Image
+            return pick(_read_frames(item), self.span(frames), self.stride, rng, self.size)
+        from PIL import Image
 
-            with item.open() as f:
-                chosen = [Image.open(f).convert("RGB")]
-        return np.stack([_square(frame, self.size) for frame in chosen])
+        with item.open() as f:
+            return np.stack([_square(Image.open(f).convert("RGB"), self.size)])
+
+    def frames_of(self, item: Item) -> np.ndarray:
+        """Every frame of an item, preprocessed: uint8 (n, size, size, 3)."""
+        if item.is_video:
+            return np.stack([_square(frame, self.size) for frame in _read_frames(item)])
+        return self._decode(item, 1, np.random.default_rng(0))
 
     def _skip(self, item: Item, error: Exception) -> None:
         if item.name not in self.skipped:
@@ -228,6 +237,15 @@ class MediaData:
 
     def summary(self) -> dict:
         return {"media_files": len(self.items), "media_skipped": len(self.skipped)}
+
+
+def pick(frames, span: int, stride: int, rng: np.random.Generator, size: int | None = None):
+    """`span` frames from a random start, every `stride`-th; squared to `size` when given."""
+    if len(frames) < span:
+        raise ValueError(f"{len(frames)} frames, {span} needed (frames x stride)")
+    start = int(rng.integers(len(frames) - span + 1))
+    chosen = frames[start : start + span : stride]
+    return chosen if size is None else np.stack([_square(frame, size) for frame in chosen])
 
 
 def _read_frames(item: Item) -> list:

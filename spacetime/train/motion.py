@@ -15,7 +15,6 @@ from spacetime.train.common import (
     DenoisingLoss,
     TrainingData,
     drop_captions,
-    on_device_of,
     rank_slice,
     step_generator,
 )
@@ -49,8 +48,8 @@ class MotionTask:
         from spacetime.formats.load import load_components
 
         self.cfg = cfg
-        self.data = TrainingData(cfg)
         self.base = load_components(cfg.base)
+        self.data = TrainingData(cfg, self.base.vae)
         self.base.vae.eval()
 
     def frozen(self) -> list[nn.Module]:
@@ -89,7 +88,7 @@ class MotionTask:
         g = step_generator(cfg.seed, step)
         ids = self.base.text_encoder.tokenize(drop_captions(captions, cfg.caption_dropout, g))
         # (b, 4, t, h/8, w/8), frame by frame
-        x0 = self.base.vae.encode(on_device_of(self.base.vae, x), generator=g)
+        x0 = self.data.encode(x, generator=g)
         t = torch.randint(0, 1000, (len(captions),), generator=g)
         # Below high noise the noisy clip itself shows which way the object moves; only at high
         # noise must the prompt decide it, so that is where the text pathway learns.
