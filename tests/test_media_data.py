@@ -2,13 +2,21 @@
 tar shards, gives the same batches; clips take frames by stride, resized and centre-cropped; bad
 files are skipped and counted; a motion LoRA trains on the folder and resumes to the same weights."""
 
+import dataclasses
 import json
+import os
+import signal
+import subprocess
+import sys
 import tarfile
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tiny
 import torch
+import yaml
 
 from spacetime.errors import ConfigError
 from spacetime.media import write_image, write_video
@@ -186,3 +194,49 @@ def test_a_latent_cache_of_other_settings_or_another_vae_is_refused(media, tmp_p
         other.batch(0, 0, 1)
     with pytest.raises(ConfigError, match="latent_cache caches media"):
         lora_config(root, "", latent_cache=cache, data="zoom-in")
+
+
+def train_command(config: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "spacetime.train", str(config), "--out", str(out), "--quiet"]
+
+
+def test_training_on_media_resumes_after_sigkill_and_runs_on_two_processes(media, tmp_path):
+    """The LoRA task on the folder of clips, through the CLI: killed after its first checkpoint,
+    then restarted, it ends with the uninterrupted run's weights; under torchrun (2 processes,
+    gloo) it splits each batch and ends close to one process's weights."""
+    from safetensors.torch import load_file
+
+    folder, _ = media
+    root = tiny.animatediff(tmp_path / "models")
+    cfg = lora_config(root, folder, steps=6, checkpoint_every=1, threads=1,
+                      latent_cache=str(tmp_path / "cache"))  # fmt: skip
+    config = tmp_path / "lora.yaml"
+    config.write_text(yaml.safe_dump({"task": "lora", **{
+        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}}))  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    straight = subprocess.run(train_command(config, tmp_path / "a"), env=env, capture_output=True,
+                              text=True, timeout=300)  # fmt: skip
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    proc = subprocess.Popen(train_command(config, tmp_path / "b"), env=env,
+                            stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / "b" / "checkpoints").glob("step_*")):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "b" / "model").exists(), "the run finished before it could be killed"
+    resumed = subprocess.run(train_command(config, tmp_path / "b"), env=env, capture_output=True,
+                             text=True, timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    weights = "model/pytorch_lora_weights.safetensors"
+    a, b = (load_file(str(tmp_path / run / weights)) for run in ("a", "b"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", "29519", *train_command(config, tmp_path / "c")[1:]],
+                         env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    c = load_file(str(tmp_path / "c" / weights))
+    for key in a:
+        torch.testing.assert_close(c[key], a[key], rtol=1e-3, atol=1e-4)
