@@ -240,3 +240,23 @@ def test_training_on_media_resumes_after_sigkill_and_runs_on_two_processes(media
     c = load_file(str(tmp_path / "c" / weights))
     for key in a:
         torch.testing.assert_close(c[key], a[key], rtol=1e-3, atol=1e-4)
+
+
+def test_a_text_to_image_model_trains_on_the_folder_with_its_captions_words(media, tmp_path):
+    from spacetime.formats.load import default_model
+    from spacetime.pipelines.image import ImagePipeline
+    from spacetime.train.config import make_config
+    from spacetime.train.loop import train
+    from spacetime.train.text_to_image import TextToImageTask
+
+    folder, _ = media
+    vae = default_model("image") / "vae"
+    cfg = make_config({"task": "text2image", "vae": str(vae), "media": str(folder),
+                       "media_size": 32, "steps": 2, "batch_size": 2, "warmup": 0,
+                       "checkpoint_every": 2})  # fmt: skip
+    model = train(cfg, TextToImageTask(cfg), tmp_path / "run", progress=False)
+    pipe = ImagePipeline.from_pretrained(model, precision="fp32")
+    text = pipe.components.text_encoder
+    assert not text.unknown_words("a red bar moving right") and text.unknown_words("a cube")
+    assert pipe("a second bar", steps=2, height=32, width=32).shape == (1, 32, 32, 3)
+    assert json.loads((tmp_path / "run" / "export.json").read_text())["media_files"] == 7

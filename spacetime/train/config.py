@@ -106,7 +106,7 @@ class MediaTraining(TrainConfig):
 
 
 @dataclass(frozen=True)
-class TextToImageTraining(TrainConfig):
+class TextToImageTraining(MediaTraining):
     """The world U-Net and its text encoder, trained jointly on a trained VAE's latents."""
 
     task: ClassVar[str] = "text2image"
