@@ -158,3 +158,50 @@ def test_the_command_line_runs_lightning_as_the_api_does(checkpoints, tmp_path):
                 "linear", "--precision", "fp32", "--out", f"{out}/"])  # fmt: skip
     got = np.stack([np.asarray(Image.open(f)) for f in sorted(out.glob("frame_*.png"))])
     assert np.array_equal(got, want)
+
+
+def count_unet_calls(monkeypatch) -> list[int]:
+    from spacetime.models.unet import UNet2DCondition
+
+    calls, forward = [], UNet2DCondition.forward
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(UNet2DCondition, "forward", counted)
+    return calls
+
+
+def cli_frames(folder) -> np.ndarray:
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.open(f)) for f in sorted(folder.glob("*.png"))])
+
+
+def test_the_world_students_sample_in_4_unet_calls_as_their_cards_say(tmp_path, monkeypatch):
+    """The shipped few-step students (lcm-video, lcm-image) with the flags their model cards give:
+    one U-Net call per LCM step, and the API's frames for the same settings."""
+    from PIL import Image
+
+    from spacetime import image, video
+    from spacetime.pipelines.image import ImagePipeline
+
+    few = ["--scheduler", "lcm", "--steps", "4", "--guidance", "1", "--precision", "fp32"]
+    pipe = VideoPipeline.from_pretrained(precision="fp32")
+    pipe.load_lora("lcm-video")
+    want = pipe(PROMPT, frames=4, steps=4, guidance=1.0, scheduler="lcm", seed=0,
+                free_init=None)[0]  # fmt: skip
+    calls = count_unet_calls(monkeypatch)
+    video.main([PROMPT, "--lora", "lcm-video", "--free-init", "0", "--frames", "4", *few,
+                "--out", f"{tmp_path}/clip/"])  # fmt: skip
+    assert len(calls) == 4
+    assert np.array_equal(cli_frames(tmp_path / "clip"), want)
+
+    pipe = ImagePipeline.from_pretrained(precision="fp32")
+    pipe.load_lora("lcm-image")
+    want = pipe("a red circle", steps=4, guidance=1.0, scheduler="lcm", seed=0)[0]
+    calls.clear()
+    image.main(["a red circle", "--lora", "lcm-image", *few, "--out", f"{tmp_path}/a.png"])
+    assert len(calls) == 4
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "a.png")), want)
