@@ -94,7 +94,7 @@ def _known(cls) -> str:
          "azimuth_step must divide the 90 degrees between 4 views, got 7.0"),
         ({"task": "lora", "data": "inverted"}, "lora training needs `base:`"),
         ({"task": "lora", "base": "b", "data": "zoom"},
-         "data must be one of zoom-in, inverted, first-frame, got 'zoom'"),
+         r"data must be one of zoom-in, inverted, first-frame \(or give media: your own clips or images\), got 'zoom'"),
         ({"task": "lora", "base": "b", "data": "zoom-in"},
          "data 'zoom-in' trains motion modules: it needs `motion:`"),
         ({"task": "lora", "base": "b", "motion": "m", "data": "inverted"},
