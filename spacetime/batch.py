@@ -42,8 +42,8 @@ def parser() -> Parser:
         type=Path,
         help='a JSON-lines file, one job per line: {"task": "image", "prompt": "a red circle", '
         '"seed": 1, "out": "red.png", "steps": 30}; keys are the task command\'s long options '
-        "with underscores for dashes; seed defaults to the job's line number (from 0), out to "
-        "NNNNNN.png/.mp4/.glb",
+        "with underscores for dashes; seed defaults to the job's number (its line, from 0, "
+        "blank lines not counted), out to NNNNNN.png/.mp4/.glb by that number",
     )
     p.add_argument(
         "--out",
@@ -219,6 +219,34 @@ def finished(folder: Path, jobs: list[Job]) -> set[int]:
     }
 
 
+class ManifestTail:
+    """The jobs of this batch the manifests record as done, read incrementally: each manifest from
+    where the last read stopped, whole lines only, so the progress bar of a batch of thousands
+    costs a read of what is new."""
+
+    def __init__(self, folder: Path, jobs: list[Job]):
+        self.folder, self.wanted = folder, {job.key for job in jobs}
+        self.offsets: dict[Path, int] = {}
+        self.done: set[str] = set()
+
+    def count(self) -> int:
+        for manifest in self.folder.glob("manifest-rank*.jsonl"):
+            start = self.offsets.get(manifest, 0)
+            with open(manifest, "rb") as f:
+                f.seek(start)
+                data = f.read()
+            end = data.rfind(b"\n") + 1
+            self.offsets[manifest] = start + end
+            for line in data[:end].splitlines():
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if "files" in entry and entry.get("key") in self.wanted:
+                    self.done.add(entry["key"])
+        return len(self.done)
+
+
 def run_job(job: Job, folder: Path, device: str | None) -> dict:
     """Run one job through its task's main(); its output lines and progress bars are swallowed.
     Returns {"files": {name: sha256}} or {"error": message}."""
@@ -288,6 +316,7 @@ def main(argv: list[str] | None = None) -> None:
         mine = [job for job in jobs if job.index not in done][rank::world]
         manifest = args.out / f"manifest-rank{rank}.jsonl"
         bar = progress(len(jobs), len(done), state.is_main_process)
+        tail = ManifestTail(args.out, jobs)
         failed = 0
         for job in mine:
             started = time.perf_counter()
@@ -295,11 +324,11 @@ def main(argv: list[str] | None = None) -> None:
             failed += "error" in result
             append_line(manifest, job.record(**result, seconds=round(time.perf_counter() - started, 2)))  # fmt: skip
             if bar is not None:
-                bar.update(len(finished(args.out, jobs)) - bar.n)
+                bar.update(max(0, tail.count() - bar.n))
         state.wait_for_everyone()
         all_done = finished(args.out, jobs)
         if bar is not None:
-            bar.update(len(all_done) - bar.n)
+            bar.update(max(0, len(all_done) - bar.n))
             bar.close()
         if state.is_main_process:
             print(f"{len(all_done)} of {len(jobs)} jobs done; manifests in {args.out}")
