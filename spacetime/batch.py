@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -130,13 +131,7 @@ def parse_job(line: str, index: int) -> Job:
     for name, value in fields.items():
         if name not in FIXED:
             argv += options[name].argv(value)
-    task_parser = load_task(task).parser()
-
-    def refuse(message: str):
-        raise ArgumentValueError(message)
-
-    task_parser.error = refuse  # its messages, raised rather than printed and exited
-    task_parser.parse_args([*argv, "--out", str(out)])
+    checking_parser(task).parse_args([*argv, "--out", str(out)])
     key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
     return Job(index, task, tuple(argv), out, seed, fields, key)
 
@@ -178,10 +173,24 @@ class Option:
         return [self.flag, str(value)]
 
 
+@functools.cache
+def checking_parser(task: str) -> argparse.ArgumentParser:
+    """The task's own parser, whose errors are raised (naming the value) rather than printed."""
+    from spacetime.errors import ArgumentValueError
+
+    def refuse(message: str):
+        raise ArgumentValueError(message)
+
+    parser = load_task(task).parser()
+    parser.error = refuse
+    return parser
+
+
+@functools.cache
 def task_options(task: str) -> dict[str, Option]:
     """{key: Option} for every long option of the task's parser but those the batch owns."""
     options = {}
-    for action in load_task(task).parser()._actions:
+    for action in checking_parser(task)._actions:
         long = [s for s in action.option_strings if s.startswith("--")]
         if not long or action.dest in (*BATCH_OWNED, "help", "seed"):
             continue
@@ -201,35 +210,17 @@ def load_task(task: str):
     return importlib.import_module(f"spacetime.{task}")
 
 
-def finished(folder: Path, jobs: list[Job]) -> set[int]:
-    """The jobs the manifests record as done whose files are all still there."""
-    done = {}
-    for manifest in folder.glob("manifest-rank*.jsonl"):
-        for line in manifest.read_text().splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue  # a line cut short by a kill: that job runs again
-            if "files" in entry:
-                done[entry["key"]] = entry["files"]
-    return {
-        job.index
-        for job in jobs
-        if job.key in done and all((folder / name).exists() for name in done[job.key])
-    }
+class Manifests:
+    """The successful jobs the batch's manifests record, {key: files}, read incrementally: each
+    manifest from where the last read stopped, whole lines only, so the progress bar of a batch of
+    thousands reads only what is new. A line cut short by a kill is not whole: its job runs again."""
 
-
-class ManifestTail:
-    """The jobs of this batch the manifests record as done, read incrementally: each manifest from
-    where the last read stopped, whole lines only, so the progress bar of a batch of thousands
-    costs a read of what is new."""
-
-    def __init__(self, folder: Path, jobs: list[Job]):
-        self.folder, self.wanted = folder, {job.key for job in jobs}
+    def __init__(self, folder: Path):
+        self.folder = folder
         self.offsets: dict[Path, int] = {}
-        self.done: set[str] = set()
+        self.done: dict[str, dict] = {}
 
-    def count(self) -> int:
+    def read(self) -> dict[str, dict]:
         for manifest in self.folder.glob("manifest-rank*.jsonl"):
             start = self.offsets.get(manifest, 0)
             with open(manifest, "rb") as f:
@@ -242,9 +233,19 @@ class ManifestTail:
                     entry = json.loads(line)
                 except ValueError:
                     continue
-                if "files" in entry and entry.get("key") in self.wanted:
-                    self.done.add(entry["key"])
-        return len(self.done)
+                if "files" in entry:
+                    self.done[entry["key"]] = entry["files"]
+        return self.done
+
+
+def finished(folder: Path, jobs: list[Job]) -> set[int]:
+    """The jobs the manifests record as done whose files are all still there."""
+    done = Manifests(folder).read()
+    return {
+        job.index
+        for job in jobs
+        if job.key in done and all((folder / name).exists() for name in done[job.key])
+    }
 
 
 def run_job(job: Job, folder: Path, device: str | None) -> dict:
@@ -316,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
         mine = [job for job in jobs if job.index not in done][rank::world]
         manifest = args.out / f"manifest-rank{rank}.jsonl"
         bar = progress(len(jobs), len(done), state.is_main_process)
-        tail = ManifestTail(args.out, jobs)
+        manifests, keys = Manifests(args.out), {job.key for job in jobs}
         failed = 0
         for job in mine:
             started = time.perf_counter()
@@ -324,7 +325,7 @@ def main(argv: list[str] | None = None) -> None:
             failed += "error" in result
             append_line(manifest, job.record(**result, seconds=round(time.perf_counter() - started, 2)))  # fmt: skip
             if bar is not None:
-                bar.update(max(0, tail.count() - bar.n))
+                bar.update(max(0, len(keys & manifests.read().keys()) - bar.n))
         state.wait_for_everyone()
         all_done = finished(args.out, jobs)
         if bar is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -150,37 +151,44 @@ def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float | None]:
             raise ArgumentValueError(f"the frames in {path} differ in size: {sorted(sizes)}")
     elif not path.is_file():
         raise ArgumentValueError(f"no video at {path}")
-    elif path.suffix.lower() in (".gif", ".webp"):
-        frames, fps = _read_animation(path)
     else:
-        frames, fps = _read_with_av(path)
+        frames, fps = decode_video(path, str(path))
     if not frames:
         raise ArgumentValueError(f"{path} has no frames")
     return np.stack(frames), fps
 
 
-def _read_animation(path: Path) -> tuple[list[np.ndarray], float | None]:
+def decode_video(source: Path | BinaryIO, name: str) -> tuple[list[np.ndarray], float | None]:
+    """A video file, or a binary stream of one (a tar member), as uint8 (h, w, 3) RGB frames and
+    its frame rate: Pillow for an animated .gif/.webp, PyAV for the rest; `name` picks which and
+    names it in errors."""
+    if Path(name).suffix.lower() in (".gif", ".webp"):
+        return _read_animation(source, name)
+    return _read_with_av(source, name)
+
+
+def _read_animation(source: Path | BinaryIO, name: str) -> tuple[list[np.ndarray], float | None]:
     from PIL import Image, ImageSequence, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             frames = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(image)]
             duration = image.info.get("duration")
     except (OSError, UnidentifiedImageError) as e:
-        raise ArgumentValueError(f"cannot read video {path}: {e}") from None
+        raise ArgumentValueError(f"cannot read video {name}: {e}") from None
     return frames, (1000 / duration if duration else None)
 
 
-def _read_with_av(path: Path) -> tuple[list[np.ndarray], float | None]:
+def _read_with_av(source: Path | BinaryIO, name: str) -> tuple[list[np.ndarray], float | None]:
     import av
 
     try:
-        with av.open(str(path)) as container:
+        with av.open(str(source) if isinstance(source, Path) else source) as container:
             if not container.streams.video:
-                raise ArgumentValueError(f"{path} has no video stream")
+                raise ArgumentValueError(f"{name} has no video stream")
             stream = container.streams.video[0]
             frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
             rate = stream.average_rate
     except av.error.FFmpegError as e:
-        raise ArgumentValueError(f"cannot read video {path}: {e}") from None
+        raise ArgumentValueError(f"cannot read video {name}: {e}") from None
     return frames, (float(rate) if rate else None)

@@ -69,7 +69,7 @@ class TrainingData:
     @property
     def cache(self):
         """The latent cache, built on first use (it needs the VAE), or None."""
-        if self._cache is None and getattr(self.cfg, "latent_cache", ""):
+        if self._cache is None and self.cfg.latent_cache:
             from spacetime.train.latent_cache import LatentCache
 
             self._cache = LatentCache(self.cfg.latent_cache, self.media, self.vae)
@@ -77,22 +77,23 @@ class TrainingData:
 
     def images(self, step: int) -> tuple[Tensor | Cached, list[str]]:
         """Pixels (b, 3, h, w) in [-1, 1], or cached moments, and captions."""
-        cfg = self.cfg
         if self.media is None:
-            return world_images(cfg.seed, step, cfg.batch_size)
-        if self.cache is not None:
-            moments, captions = self.cache.draw(cfg.seed, step, cfg.batch_size, 1)
-            return Cached(moments, image=True), captions
-        return self.media.images(cfg.seed, step, cfg.batch_size)
+            return world_images(self.cfg.seed, step, self.cfg.batch_size)
+        return self._from_media(step, frames=1, image=True)
 
     def clips(self, step: int, frames: int) -> tuple[Tensor | Cached, list[str]]:
         """Pixels (b, 3, t, h, w) in [-1, 1], or cached moments, and captions."""
-        cfg = self.cfg
         if self.media is None:
-            return world_clips(cfg.seed, step, cfg.batch_size, frames)
+            return world_clips(self.cfg.seed, step, self.cfg.batch_size, frames)
+        return self._from_media(step, frames, image=False)
+
+    def _from_media(self, step: int, frames: int, image: bool):
+        cfg = self.cfg
         if self.cache is not None:
             moments, captions = self.cache.draw(cfg.seed, step, cfg.batch_size, frames)
-            return Cached(moments, image=False), captions
+            return Cached(moments, image), captions
+        if image:
+            return self.media.images(cfg.seed, step, cfg.batch_size)
         return self.media.clips(cfg.seed, step, cfg.batch_size, frames)
 
     def encode(self, x: Tensor | Cached, generator: torch.Generator) -> Tensor:

@@ -35,9 +35,9 @@ import torch
 from torch import Tensor
 
 from spacetime.errors import ConfigError
+from spacetime.media import IMAGE_SUFFIXES
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".gif")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 MAX_DRAWS = 50  # draws per batch item before giving up on a source of mostly bad files
 
 
@@ -175,14 +175,11 @@ class MediaData:
 
     def images(self, seed: int, step: int, batch_size: int) -> tuple[Tensor, list[str]]:
         """(b, 3, size, size) in [-1, 1] and captions; a video gives a random frame."""
-        pixels, captions = self._draw(seed, step, batch_size, frames=1)
+        pixels, captions = self.clips(seed, step, batch_size, frames=1)
         return pixels[:, :, 0], captions
 
     def clips(self, seed: int, step: int, batch_size: int, frames: int) -> tuple[Tensor, list[str]]:
-        """(b, 3, t, size, size) in [-1, 1] and captions; videos only."""
-        return self._draw(seed, step, batch_size, frames)
-
-    def _draw(self, seed: int, step: int, batch_size: int, frames: int):
+        """(b, 3, t, size, size) in [-1, 1] and captions; videos only (but for frames=1)."""
         pixels, captions = self.draw(seed, step, batch_size, frames, self._decode)
         x = torch.from_numpy(np.stack(pixels)).float() / 127.5 - 1  # (b, t, h, w, 3)
         return x.permute(0, 4, 1, 2, 3).contiguous(), captions  # (b, 3, t, h, w)
@@ -221,8 +218,8 @@ class MediaData:
             return pick(_read_frames(item), self.span(frames), self.stride, rng, self.size)
         from PIL import Image
 
-        with item.open() as f:
-            return np.stack([_square(Image.open(f).convert("RGB"), self.size)])
+        with item.open() as f, Image.open(f) as image:
+            return np.stack([_square(np.asarray(image.convert("RGB")), self.size)])
 
     def frames_of(self, item: Item) -> np.ndarray:
         """Every frame of an item, preprocessed: uint8 (n, size, size, 3)."""
@@ -248,27 +245,23 @@ def pick(frames, span: int, stride: int, rng: np.random.Generator, size: int | N
     return chosen if size is None else np.stack([_square(frame, size) for frame in chosen])
 
 
-def _read_frames(item: Item) -> list:
-    """Every frame of a video as PIL images (PyAV; Pillow for GIF)."""
-    from PIL import Image, ImageSequence
+def _read_frames(item: Item) -> list[np.ndarray]:
+    """Every frame of a video, uint8 (h, w, 3), decoded as the video CLI reads its inputs."""
+    from spacetime.media import decode_video
 
     with item.open() as f:
-        if item.name.lower().endswith(".gif"):
-            return [frame.convert("RGB") for frame in ImageSequence.Iterator(Image.open(f))]
-        import av
-
-        with av.open(f) as container:
-            return [frame.to_image() for frame in container.decode(video=0)]
+        return decode_video(f, item.name)[0]
 
 
-def _square(image, size: int) -> np.ndarray:
+def _square(frame: np.ndarray, size: int) -> np.ndarray:
     """Shorter side resized to `size` (Lanczos), then the centre size x size."""
     from PIL import Image
 
+    image = Image.fromarray(frame)
     w, h = image.size
     scale = size / min(w, h)
     image = image.resize((max(size, round(w * scale)), max(size, round(h * scale))),
                          Image.Resampling.LANCZOS)  # fmt: skip
     w, h = image.size
     left, top = (w - size) // 2, (h - size) // 2
-    return np.asarray(image.crop((left, top, left + size, top + size)).convert("RGB"))
+    return np.asarray(image.crop((left, top, left + size, top + size)))
