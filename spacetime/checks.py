@@ -13,6 +13,18 @@ from collections.abc import Mapping, Sequence
 from spacetime.errors import ArgumentTypeError, ArgumentValueError
 
 SAMPLERS = ("ddim", "ddpm", "euler", "euler-a", "dpm++", "lcm")
+# control-image preprocessors (spacetime.preprocess): two ship, the rest come from controlnet_aux
+PREPROCESSORS = (
+    "canny",
+    "mask",
+    "depth",
+    "normal",
+    "openpose",
+    "lineart",
+    "hed",
+    "mlsd",
+    "softedge",
+)
 # The noise-schedule settings a command line may override (spacetime.sampling.NoiseSchedule's)
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")

@@ -21,7 +21,9 @@ from spacetime.errors import SpacetimeError
 from spacetime.windows import Span, pyramid, spread
 
 DEFAULT_FRAMES = 16  # AnimateDiff's training clip length
-Net = Callable[[Tensor, Tensor, Tensor], Tensor]  # (x_t (b, c, t, h, w), timestep, context) -> same
+# (x_t (b, c, t, h, w), timestep, context, frames) -> like x_t; `frames`, a keyword: which frames
+# of the whole clip x_t holds (per-frame conditions such as control images follow them)
+Net = Callable[..., Tensor]
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ def windowed(net: Net, windows: ContextWindows) -> Net:
             window = context[:, lo:hi] if context is not None and context.ndim == 4 else context
             # and per-frame timesteps (b, t), as a first frame given clean gives
             t = timestep[:, lo:hi] if torch.is_tensor(timestep) and timestep.ndim == 2 else timestep
-            pred = net(x_t[:, :, lo:hi], t, window)  # (b, c, window, h, w)
+            pred = net(x_t[:, :, lo:hi], t, window, frames=slice(lo, hi))  # (b, c, window, h, w)
             w = weight.to(pred.device, pred.dtype)
             if out is None:
                 out = pred.new_zeros((*pred.shape[:2], total, *pred.shape[3:]))

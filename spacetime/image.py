@@ -18,6 +18,7 @@ from spacetime.cli import (
     set_schedule,
     warn_unknown_words,
 )
+from spacetime.control_flags import add_control_flags, check_controls, load_controls
 
 
 def parser() -> Parser:
@@ -39,6 +40,7 @@ def parser() -> Parser:
         "resized (Lanczos) to the size asked for",
     )
     add_strength_flag(p, "--init-image")
+    add_control_flags(p, video=False)
     p.add_argument(
         "--out",
         type=Path,
@@ -66,6 +68,7 @@ def main(argv: list[str] | None = None) -> None:
             check_writable(path, IMAGE_SUFFIXES)
         loras = check_loras(args.lora)
         image = None if args.init_image is None else read_image(args.init_image)
+        control_requests = check_controls(args)
         options, model, device = check_generation(
             args, num_images=args.num_images, clip_skip=args.clip_skip,
             **sdedit_options(args, image),
@@ -75,10 +78,11 @@ def main(argv: list[str] | None = None) -> None:
         pipe = ImagePipeline.from_pretrained(model, device, args.precision)
         load_loras(pipe, loras)
         set_schedule(pipe, args)
+        controls = load_controls(control_requests, pipe.components.unet, args.guess_mode)
         warn_unknown_words(pipe, args.prompt, args.negative_prompt)
         images = pipe(
-            args.prompt, args.negative_prompt, image=image, height=args.height, width=args.width,
-            progress=progress_bar("sampling"), **options,
+            args.prompt, args.negative_prompt, image=image, controls=controls, height=args.height,
+            width=args.width, progress=progress_bar("sampling"), **options,
         )  # fmt: skip
         for path, pixels in zip(numbered(args.out, len(images)), images, strict=True):
             write_image(path, pixels)

@@ -35,6 +35,15 @@ def to_pixels(frames, height: int, width: int) -> Tensor:
     """uint8 (h, w, 3) image or (t, h, w, 3) clip -> float (1, 3[, t], h, w) in [-1, 1], resized
     to height x width (Lanczos, as diffusers' image processor resizes PIL images) when it is not
     that size already."""
+    clip = resized(frames, height, width)
+    x = torch.from_numpy(clip).float() / 127.5 - 1
+    x = rearrange(x, "t h w c -> 1 c t h w")
+    return x[:, :, 0] if np.ndim(frames) == 3 else x
+
+
+def resized(frames, height: int, width: int) -> np.ndarray:
+    """uint8 (h, w, 3) image or (t, h, w, 3) clip -> a writable uint8 (t, h, w, 3) clip at
+    height x width (Lanczos, as diffusers' image processor resizes PIL images)."""
     array = np.asarray(frames)
     if array.dtype != np.uint8 or array.ndim not in (3, 4) or array.shape[-1] != 3:
         raise ArgumentTypeError(
@@ -49,9 +58,7 @@ def to_pixels(frames, height: int, width: int) -> Tensor:
 
         size = (width, height)
         clip = np.stack([np.asarray(Image.fromarray(f).resize(size, Image.LANCZOS)) for f in clip])
-    x = torch.from_numpy(np.array(clip, copy=True)).float() / 127.5 - 1  # PIL arrays are read-only
-    x = rearrange(x, "t h w c -> 1 c t h w")
-    return x[:, :, 0] if array.ndim == 3 else x
+    return np.array(clip, copy=True)  # PIL arrays are read-only
 
 
 def encode(vae, pixels: Tensor, generator: torch.Generator) -> Tensor:

@@ -21,6 +21,7 @@ from spacetime.cli import (
     size_from,
     warn_unknown_words,
 )
+from spacetime.control_flags import add_control_flags, check_controls, load_controls
 
 
 def parser() -> Parser:
@@ -117,6 +118,7 @@ def parser() -> Parser:
         "(mm_sd_v15*.safetensors); default: the shipped one",
     )
     add_lora_flag(p, "--motion-lora", "a motion LoRA on the motion modules (a camera move)")
+    add_control_flags(p, video=True)
     p.add_argument(
         "--vae",
         type=Path,
@@ -224,6 +226,7 @@ def main(argv: list[str] | None = None) -> None:
         first = None if args.first_frame is None else read_image(args.first_frame)
         if first is not None and video is None:
             size_from(args, first)
+        control_requests = check_controls(args)
         args.frames = (
             len(video) if video is not None else (16 if args.frames is None else args.frames)
         )
@@ -265,10 +268,11 @@ def main(argv: list[str] | None = None) -> None:
         if first is not None and not args.model and args.motion is None:
             pipe.load_lora("first-frame", motion=True)  # the world model's, shipped
         load_loras(pipe, motion_loras, motion=True)
+        controls = load_controls(control_requests, pipe.components.unet, args.guess_mode)
         warn_unknown_words(pipe, args.prompt, *(travel or {}).values(), args.negative_prompt)
         clip = pipe(
             travel or args.prompt, args.negative_prompt, video=video, first_frame=first,
-            height=args.height,
+            controls=controls, height=args.height,
             width=args.width,
             progress=progress_bar("sampling"), **options,
         )[0]  # fmt: skip

@@ -49,7 +49,7 @@ def test_weights_taper_and_blend_to_one():
     x = torch.randn(2, 4, 20, 3, 3)
     calls = []
 
-    def ones(x_t, t, ctx):
+    def ones(x_t, t, ctx, frames=slice(None)):
         calls.append(x_t.shape[2])
         return torch.ones_like(x_t)
 
@@ -57,13 +57,16 @@ def test_weights_taper_and_blend_to_one():
     torch.testing.assert_close(windowed(ones, windows)(x, None, None), torch.ones_like(x))
     assert calls == [8] * len(windows.starts(20))
     # a network that treats frames independently is unchanged by windowing
-    per_frame = lambda x_t, t, ctx: x_t * 2 + 1  # noqa: E731
+    per_frame = lambda x_t, t, ctx, frames=None: x_t * 2 + 1  # noqa: E731
     torch.testing.assert_close(windowed(per_frame, windows)(x, None, None), per_frame(x, 0, 0))
 
 
 def test_overlaps_cross_fade_linearly():
     windows = ContextWindows(8, 4)  # 12 frames: windows [0, 8) and [4, 12)
-    first_or_second = lambda x_t, t, ctx: torch.full_like(x_t, float(x_t[0, 0, 0, 0, 0] > 0))  # noqa: E731
+
+    def first_or_second(x_t, t, ctx, frames):
+        return torch.full_like(x_t, float(x_t[0, 0, 0, 0, 0] > 0))
+
     x = torch.cat([-torch.ones(1, 1, 4, 1, 1), torch.ones(1, 1, 8, 1, 1)], dim=2)
     got = windowed(first_or_second, windows)(x, None, None).flatten().tolist()
     assert got[:4] == [0] * 4 and got[8:] == [1] * 4

@@ -103,7 +103,7 @@ def _to_original(key: str) -> str:
 
 def diffusers_to_original(sd: dict[str, Tensor], spec: AnimateDiff) -> dict[str, Tensor]:
     """The inverse, with the stored position codes the original files carry."""
-    from spacetime.models.layers import SinusoidalPositions
+    from spacetime.models.layers import sinusoidal_codes
 
     out: dict[str, Tensor] = {}
     for key, value in sd.items():
@@ -111,6 +111,6 @@ def diffusers_to_original(sd: dict[str, Tensor], spec: AnimateDiff) -> dict[str,
         attn = re.match(r"(.*)\.attn([12])\.to_q\.weight$", key)
         if attn:  # each original attention block stores its own copy of the position codes
             block = _to_original(attn.group(1) + ".x").removesuffix(".x")
-            pe = SinusoidalPositions(value.shape[1], spec.max_frames).pe
+            pe = sinusoidal_codes(spec.max_frames, value.shape[1])
             out[f"{block}.attention_blocks.{int(attn.group(2)) - 1}.pos_encoder.pe"] = pe
     return out

@@ -9,18 +9,14 @@ import os
 from pathlib import Path
 
 from spacetime.errors import ArgumentValueError
+from spacetime.formats.shipped import shipped
 
 LORA_FILE = "pytorch_lora_weights.safetensors"  # diffusers' LORA_WEIGHT_NAME_SAFE
 
 
 def shipped_loras() -> dict[str, Path]:
     """{name: file} of the LoRAs shipped in the package (spacetime/assets/lora/<name>/)."""
-    from importlib import resources
-
-    root = Path(str(resources.files("spacetime"))) / "assets" / "lora"
-    found = sorted(root.glob(f"*/{LORA_FILE}")) if root.is_dir() else []
-    # hidden folders are a ship tool's work in progress, not shipped
-    return {file.parent.name: file for file in found if not file.parent.name.startswith(".")}
+    return shipped("lora", LORA_FILE)
 
 
 def find_lora(spec: str | os.PathLike) -> Path:

@@ -24,7 +24,8 @@ FREE_INIT_KEY = "spacetime_free_init"
 ADAPTER_KEY = ".motion_modules."
 
 
-def _single(cfg: dict, key: str, default):
+def single_value(cfg: dict, key: str, default):
+    """A per-level config value that diffusers allows to differ by level; ours may not."""
     value = cfg.get(key, default)
     if isinstance(value, list | tuple):
         if len(set(value)) != 1:
@@ -40,8 +41,8 @@ def spec_from_adapter_config(cfg: dict) -> AnimateDiff:
             "motion adapters with their own conv_in (SparseCtrl-style) are not supported"
         )
     return AnimateDiff(
-        heads=_single(cfg, "motion_num_attention_heads", 8),
-        layers=_single(cfg, "motion_transformer_layers_per_block", 1),
+        heads=single_value(cfg, "motion_num_attention_heads", 8),
+        layers=single_value(cfg, "motion_transformer_layers_per_block", 1),
         max_frames=cfg.get("motion_max_seq_length", 32),
         mid_block=bool(cfg.get("use_motion_mid_block", True)),
         reads_text=bool(cfg.get(TEXT_KEY, False)),

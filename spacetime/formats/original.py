@@ -153,12 +153,24 @@ class _UNetLayout:
     levels: int
     layers_per_block: int
     down_attention: tuple[bool, ...]
-    up_attention: tuple[bool, ...]
+    up_attention: tuple[bool, ...] | None  # None: the encoder half alone (a ControlNet)
 
     @classmethod
     def from_original(cls, keys: list[str]) -> _UNetLayout:
         levels = len(_block_ids(keys, r"input_blocks\.(\d+)\.0\.op\.")) + 1
         outputs = len(_block_ids(keys, r"output_blocks\.(\d+)\."))
+        if outputs == 0 and not _has_prefix(keys, "out."):  # a ControlNet's encoder half
+            inputs = len(_block_ids(keys, r"input_blocks\.(\d+)\."))
+            layers, rest = divmod(inputs - levels, levels)  # conv_in + resnets + downsamplers
+            if layers < 1 or rest:
+                raise CheckpointError(
+                    f"U-Net encoder: {inputs} input blocks do not fit {levels} resolution levels"
+                )
+            down = tuple(
+                _has_prefix(keys, f"input_blocks.{1 + lv * (layers + 1)}.1.")
+                for lv in range(levels)
+            )
+            return cls(levels, layers, down, None)
         if outputs == 0 or outputs % levels:
             raise CheckpointError(
                 f"U-Net: {outputs} output blocks do not fit {levels} resolution levels "
@@ -180,11 +192,14 @@ class _UNetLayout:
         layers = len(_block_ids(keys, r"down_blocks\.0\.resnets\.(\d+)\."))
         if levels == 0 or layers == 0:
             raise CheckpointError("U-Net: no down_blocks.*.resnets.* weights found")
+        decoder = _has_prefix(keys, "up_blocks.")
         return cls(
             levels,
             layers,
             tuple(_has_prefix(keys, f"down_blocks.{lv}.attentions.") for lv in range(levels)),
-            tuple(_has_prefix(keys, f"up_blocks.{lv}.attentions.") for lv in range(levels)),
+            tuple(_has_prefix(keys, f"up_blocks.{lv}.attentions.") for lv in range(levels))
+            if decoder
+            else None,
         )
 
     def slots(self) -> list[_Slot]:
@@ -197,13 +212,12 @@ class _UNetLayout:
             ("middle_block.0", "mid_block.resnets.0", _UNET_RESNET),
             ("middle_block.1", "mid_block.attentions.0", _WHOLE),
             ("middle_block.2", "mid_block.resnets.1", _UNET_RESNET),
-            ("out.0", "conv_norm_out", _WHOLE),
-            ("out.2", "conv_out", _WHOLE),
         ]
-        for side, first, count, attention in (
-            ("down", 1, self.layers_per_block, self.down_attention),
-            ("up", 0, per, self.up_attention),
-        ):
+        sides = [("down", 1, self.layers_per_block, self.down_attention)]
+        if self.up_attention is not None:
+            slots += [("out.0", "conv_norm_out", _WHOLE), ("out.2", "conv_out", _WHOLE)]
+            sides.append(("up", 0, per, self.up_attention))
+        for side, first, count, attention in sides:
             original = "input_blocks" if side == "down" else "output_blocks"
             for level in range(self.levels):
                 block = f"{side}_blocks.{level}"
@@ -221,17 +235,22 @@ class _UNetLayout:
         return slots
 
 
-def unet_original_to_diffusers(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The U-Net of an original checkpoint (keys under ``model.diffusion_model.``), diffusers keys."""
-    unet = _strip(sd, UNET_PREFIX, "U-Net")
+def unet_original_to_diffusers(
+    sd: Mapping[str, torch.Tensor], prefix: str = UNET_PREFIX
+) -> dict[str, torch.Tensor]:
+    """The U-Net of an original checkpoint (keys under ``model.diffusion_model.``), diffusers keys.
+    A ControlNet's encoder half (``control_model.``) converts with the same table."""
+    unet = _strip(sd, prefix, "U-Net") if prefix else dict(sd)
     table = _table(_UNetLayout.from_original(list(unet)).slots())
     return _rename(unet, table, "U-Net", to_diffusers=True)
 
 
-def unet_diffusers_to_original(unet: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def unet_diffusers_to_original(
+    unet: Mapping[str, torch.Tensor], prefix: str = UNET_PREFIX
+) -> dict[str, torch.Tensor]:
     """Inverse of `unet_original_to_diffusers` (adds the ``model.diffusion_model.`` prefix)."""
     table = _inverse(_table(_UNetLayout.from_diffusers(list(unet)).slots()))
-    return _add(_rename(unet, table, "U-Net", to_diffusers=False), UNET_PREFIX)
+    return _add(_rename(unet, table, "U-Net", to_diffusers=False), prefix)
 
 
 def unet_original_names(names: Iterable[str]) -> dict[str, str]:
@@ -436,9 +455,9 @@ def _from_shapes(what: str):
 
     def wrap(infer):
         @functools.wraps(infer)
-        def run(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+        def run(sd: Mapping[str, torch.Tensor], *args) -> dict[str, Any]:
             try:
-                return infer(sd)
+                return infer(sd, *args)
             except KeyError as e:
                 raise CheckpointError(
                     f"{what}: cannot infer the config from shapes: no tensor {e.args[0]!r}"
@@ -450,12 +469,13 @@ def _from_shapes(what: str):
 
 
 @_from_shapes("U-Net")
-def infer_unet_config(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """A diffusers UNet2DConditionModel config from the shapes of an original checkpoint.
+def infer_unet_config(sd: Mapping[str, torch.Tensor], prefix: str = UNET_PREFIX) -> dict[str, Any]:
+    """A diffusers UNet2DConditionModel config from the shapes of an original checkpoint (of a
+    ControlNet: its encoder's, without up blocks).
 
     Heads follow the releases: SD 1.x (768-d text) has 8 heads per level; SD 2.x has 64-d heads.
     """
-    unet = _strip(sd, UNET_PREFIX, "U-Net")
+    unet = _strip(sd, prefix, "U-Net") if prefix else dict(sd)
     layout = _UNetLayout.from_original(list(unet))
     per = layout.layers_per_block + 1
     channels = [
@@ -470,17 +490,13 @@ def infer_unet_config(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
         for lv in range(layout.levels)
     ]
     time_dim = unet["time_embed.0.weight"].shape[0]
-    return {
+    config = {
         "_class_name": "UNet2DConditionModel",
         "sample_size": 64 if cross_attention_dim == 768 else 96,  # 512 px SD 1.x, 768 px SD 2.x
         "in_channels": unet["input_blocks.0.0.weight"].shape[1],
-        "out_channels": unet["out.2.weight"].shape[0],
         "down_block_types": [
             "CrossAttnDownBlock2D" if attention else "DownBlock2D"
             for attention in layout.down_attention
-        ],
-        "up_block_types": [
-            "CrossAttnUpBlock2D" if attention else "UpBlock2D" for attention in layout.up_attention
         ],
         "block_out_channels": channels,
         "layers_per_block": layout.layers_per_block,
@@ -494,6 +510,12 @@ def infer_unet_config(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
         "norm_num_groups": 32,
         "time_embedding_dim": None if time_dim == 4 * channels[0] else time_dim,
     }
+    if layout.up_attention is not None:
+        config["out_channels"] = unet["out.2.weight"].shape[0]
+        config["up_block_types"] = [
+            "CrossAttnUpBlock2D" if attention else "UpBlock2D" for attention in layout.up_attention
+        ]
+    return config
 
 
 @_from_shapes("VAE")

@@ -62,8 +62,11 @@ def read_weights_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
         ) from None
     except Exception as e:  # torch reports damage as RuntimeError, EOFError, KeyError, ...
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({_reason(e)})") from None
-    if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
-        loaded = loaded["state_dict"]
+    # Lightning checkpoints nest the weights under "state_dict", AnimateDiff's SparseCtrl files
+    # under "controlnet"
+    for wrapper in ("state_dict", "controlnet"):
+        if isinstance(loaded, Mapping) and isinstance(loaded.get(wrapper), Mapping):
+            loaded = loaded[wrapper]
     if not isinstance(loaded, Mapping):
         raise CheckpointError(f"{path}: expected a dict of tensors, got {type(loaded).__name__}")
     tensors = {

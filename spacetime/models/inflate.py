@@ -26,7 +26,7 @@ from spacetime.models.temporal import (
     TemporalConv,
     TemporalTransformer,
 )
-from spacetime.models.unet import UNet2DCondition, UNetBlock
+from spacetime.models.unet import UNet2DCondition, UNetBlock, UNetEncoder
 
 # Parameter-name fragments of the layers `inflate` adds (diffusers' names for the temporal ones,
 # MVDream's `camera_embed`, spacetime's `view_attentions`).
@@ -50,6 +50,12 @@ class AnimateDiff:
     # frames, and each pixel's frame sequence knows its place in the frame (Fourier features)
     reads_text: bool = False
     pixel_positions: bool = False
+    # attentions per temporal block: 2 in motion modules, 1 in SparseCtrl's ("Temporal_Self")
+    attention_blocks: int = 2
+
+    def __post_init__(self):
+        if self.attention_blocks not in (1, 2):
+            raise ValueError(f"attention_blocks must be 1 or 2, got {self.attention_blocks}")
 
     @property
     def frame_positions(self) -> int:
@@ -123,11 +129,11 @@ def spec_from_dict(values: dict) -> InflationSpec:
     return cls(**values)
 
 
-def inflate(unet: UNet2DCondition, spec: InflationSpec) -> UNet2DCondition:
-    """A copy of `unet` with the temporal, cross-view and camera layers `spec` asks for added; the
-    original is left untouched."""
+def inflate(unet: UNetEncoder, spec: InflationSpec) -> UNetEncoder:
+    """A copy of `unet` (a U-Net, or a ControlNet: SparseCtrl) with the temporal, cross-view and
+    camera layers `spec` asks for added; the original is left untouched."""
     video = copy.deepcopy(unet)
-    blocks = [*video.down_blocks, *video.up_blocks]
+    blocks = [*video.down_blocks, *getattr(video, "up_blocks", [])]
     if video.mid_block is not None:
         blocks.append(video.mid_block)
     for block in blocks:
@@ -145,7 +151,7 @@ def inflate(unet: UNet2DCondition, spec: InflationSpec) -> UNet2DCondition:
     return video
 
 
-def _inflate_block(block: UNetBlock, spec: InflationSpec, unet: UNet2DCondition, mid: bool):
+def _inflate_block(block: UNetBlock, spec: InflationSpec, unet: UNetEncoder, mid: bool):
     """Add one block's temporal or cross-view layers, one per resnet or per spatial attention."""
     channels = block.resnets[0].conv2.out_channels
     groups, device = unet.config.norm_num_groups, unet.conv_in.weight.device
@@ -160,6 +166,7 @@ def _inflate_block(block: UNetBlock, spec: InflationSpec, unet: UNet2DCondition,
                 spec.max_frames,
                 context_dim=context,
                 pixel_positions=spec.pixel_positions,
+                attentions=spec.attention_blocks,
             )  # fmt: skip
             for _ in range(len(block.attentions) if mid else len(block.resnets))
         ).to(device)

@@ -141,49 +141,69 @@ class FeedForward(nn.Module):
         return x
 
 
+def sinusoidal_codes(length: int, dim: int, device=None) -> Tensor:
+    """(1, length, dim) sine/cosine position codes (Vaswani et al. 2017), AnimateDiff's `pe`."""
+    position = torch.arange(length, device=device).unsqueeze(1)
+    freqs = torch.exp(torch.arange(0, dim, 2, device=device) * (-math.log(10000.0) / dim))
+    pe = torch.zeros(1, length, dim, device=device)
+    pe[0, :, 0::2] = torch.sin(position * freqs)
+    pe[0, :, 1::2] = torch.cos(position * freqs)
+    return pe
+
+
 class SinusoidalPositions(nn.Module):
-    """Adds fixed sine/cosine position codes along the sequence (Vaswani et al. 2017)."""
+    """Adds fixed sine/cosine position codes along the sequence (Vaswani et al. 2017).
+
+    The codes are a pure function of position, computed per call (a few thousand numbers): never
+    saved, so checkpoints with or without them load, and a model built on the meta device needs
+    nothing rebuilt."""
 
     def __init__(self, dim: int, max_length: int):
         super().__init__()
-        position = torch.arange(max_length).unsqueeze(1)
-        freqs = torch.exp(torch.arange(0, dim, 2) * (-math.log(10000.0) / dim))
-        pe = torch.zeros(1, max_length, dim)
-        pe[0, :, 0::2] = torch.sin(position * freqs)
-        pe[0, :, 1::2] = torch.cos(position * freqs)
-        # A pure function of position: never saved, so checkpoints with or without it both load.
-        self.register_buffer("pe", pe, persistent=False)
+        self.dim, self.max_length = dim, max_length
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.shape[1] > self.pe.shape[1]:
+        if x.shape[1] > self.max_length:
             raise ValueError(
-                f"sequence of {x.shape[1]} exceeds the {self.pe.shape[1]} positions this layer knows"
+                f"sequence of {x.shape[1]} exceeds the {self.max_length} positions this layer knows"
             )
-        return x + self.pe[:, : x.shape[1]].to(x.dtype)
+        return x + sinusoidal_codes(x.shape[1], self.dim, x.device).to(x.dtype)
 
 
 class TransformerBlock(nn.Module):
     """Self-attention, cross-attention to text, GEGLU feed-forward, pre-norm residuals (LDM).
 
     With `context_dim=None` the second attention is self-attention too, and `positions` adds
-    position codes before each attention: AnimateDiff's temporal block.
+    position codes before each attention: AnimateDiff's temporal block. SparseCtrl's temporal
+    blocks have no second attention (`second_attention=False`; diffusers' BasicTransformerBlock
+    with neither cross-attention nor double self-attention).
     """
 
     def __init__(
-        self, dim: int, heads: int, head_dim: int, context_dim: int | None, positions: int = 0
+        self,
+        dim: int,
+        heads: int,
+        head_dim: int,
+        context_dim: int | None,
+        positions: int = 0,
+        second_attention: bool = True,
     ):
         super().__init__()
         self.pos_embed = SinusoidalPositions(dim, positions) if positions else None
         self.norm1 = nn.LayerNorm(dim)
         self.attn1 = Attention(dim, heads, head_dim)
-        self.norm2 = nn.LayerNorm(dim)
-        self.attn2 = Attention(dim, heads, head_dim, context_dim=context_dim)
+        if second_attention:
+            self.norm2 = nn.LayerNorm(dim)
+            self.attn2 = Attention(dim, heads, head_dim, context_dim=context_dim)
+        else:
+            self.norm2 = self.attn2 = None
         self.norm3 = nn.LayerNorm(dim)
         self.ff = FeedForward(dim)
 
     def forward(self, x: Tensor, context: Tensor | None) -> Tensor:
         x = x + self.attn1(self._positioned(self.norm1(x)))
-        x = x + self.attn2(self._positioned(self.norm2(x)), context)
+        if self.attn2 is not None:
+            x = x + self.attn2(self._positioned(self.norm2(x)), context)
         return x + self.ff(self.norm3(x))
 
     def _positioned(self, x: Tensor) -> Tensor:

@@ -28,6 +28,8 @@ class TemporalTransformer(nn.Module):
     (`heads · head_dim ≠ channels`). In both the block's second attention attends to the frames
     again, not to text; the GroupNorm spans all frames, as diffusers' does.
 
+    SparseCtrl's temporal layers (AnimateDiff v3) have one attention per block (`attentions=1`).
+
     With `context_dim` the second attention attends to the prompt instead (spacetime's
     text-conditioned motion module): each pixel's frame sequence reads the text, so a motion word
     can steer the motion directly rather than only through the frozen spatial cross-attention.
@@ -43,6 +45,7 @@ class TemporalTransformer(nn.Module):
         head_dim: int | None = None,
         context_dim: int | None = None,
         pixel_positions: bool = False,
+        attentions: int = 2,
     ):
         super().__init__()
         inner = heads * (head_dim or channels // heads)
@@ -51,7 +54,14 @@ class TemporalTransformer(nn.Module):
         self.norm = nn.GroupNorm(groups, channels, eps=1e-6)
         self.proj_in = nn.Linear(channels, inner)
         self.transformer_blocks = nn.ModuleList(
-            TransformerBlock(inner, heads, inner // heads, context_dim, positions=max_frames or 0)
+            TransformerBlock(
+                inner,
+                heads,
+                inner // heads,
+                context_dim,
+                positions=max_frames or 0,
+                second_attention=attentions == 2,
+            )  # fmt: skip
             for _ in range(layers)
         )
         self.proj_out = nn.Linear(inner, channels)
@@ -95,16 +105,17 @@ class PixelPositions(nn.Module):
 
     def __init__(self, channels: int, frequencies: int = 4):
         super().__init__()
-        self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(frequencies), persistent=False)
+        self.frequencies = frequencies
         self.proj = nn.Linear(4 * frequencies, channels)
 
     def forward(self, h: int, w: int) -> Tensor:
         """(h w, channels) position codes, row-major."""
-        device = self.freqs.device
+        device = self.proj.weight.device
+        freqs = math.pi * 2.0 ** torch.arange(self.frequencies, device=device)
         ys = (torch.arange(h, device=device) + 0.5) / h
         xs = (torch.arange(w, device=device) + 0.5) / w
         grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), -1)  # (h, w, 2)
-        angles = grid[..., None] * self.freqs  # (h, w, 2, f)
+        angles = grid[..., None] * freqs  # (h, w, 2, f)
         features = torch.cat([angles.sin(), angles.cos()], -1)  # (h, w, 2, 2f)
         return self.proj(rearrange(features, "h w a f -> (h w) (a f)").to(self.proj.weight.dtype))
 

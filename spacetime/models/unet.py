@@ -10,6 +10,7 @@ frames are views, with one camera per view.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import torch
 from einops import rearrange
@@ -263,8 +264,36 @@ class UNetBlock(nn.Module):
         return h
 
 
-class UNet2DCondition(Layout2d):
-    """Text-conditioned denoising U-Net (LDM); predicts ε, v or x0 as its scheduler says."""
+class ControlResiduals(NamedTuple):
+    """What a ControlNet adds to a U-Net (Zhang et al. 2023): one tensor per skip connection, in
+    the order the down path stores them, and one for the mid block's output; ((b t), c, h, w)."""
+
+    down: tuple[Tensor, ...]
+    mid: Tensor
+
+    def __add__(self, other: ControlResiduals) -> ControlResiduals:  # several ControlNets: summed
+        down = tuple(a + b for a, b in zip(self.down, other.down, strict=True))
+        return ControlResiduals(down, self.mid + other.mid)
+
+
+class Folded(NamedTuple):
+    """A forward's inputs with frames folded into the batch: x ((b t), c, h, w), the timestep
+    embedding ((b t), 4·c0) and the context ((b t), n, d) per row."""
+
+    x: Tensor
+    temb: Tensor
+    context: Tensor | None
+    frames: int
+    video: bool
+
+
+class UNetEncoder(Layout2d):
+    """The U-Net's input half: conv_in, the timestep embedding, the down blocks and the mid block.
+
+    The U-Net adds the up half; a ControlNet is this half again plus zero convolutions on its
+    skips (spacetime.models.controlnet), so both are built by the same code, with the same
+    parameter names, and `inflate` adds temporal layers to either.
+    """
 
     def __init__(self, cfg: UNetConfig):
         super().__init__()
@@ -296,25 +325,6 @@ class UNet2DCondition(Layout2d):
             else None
         )
 
-        # Skip channels in the order the up path pops them: conv_in, then each down layer's
-        # output, then each downsampler's output.
-        skips = [ch[0]]
-        for i in range(levels):
-            skips += [ch[i]] * cfg.layers_per_block + ([ch[i]] if i < levels - 1 else [])
-        self.up_blocks = nn.ModuleList()
-        prev = ch[-1]
-        for i in reversed(range(levels)):
-            ins = []
-            for _ in range(cfg.layers_per_block + 1):
-                ins.append(prev + skips.pop())
-                prev = ch[i]
-            resample = "up" if i > 0 else None
-            self.up_blocks.append(UNetBlock(ins, ch[i], temb, heads[i], cfg, resample))
-
-        self.conv_norm_out = nn.GroupNorm(cfg.norm_num_groups, ch[0], eps=cfg.norm_eps)
-        self.conv_act = nn.SiLU()
-        self.conv_out = nn.Conv2d(ch[0], cfg.out_channels, 3, padding=1)
-
     @property
     def takes_cameras(self) -> bool:
         """Whether each view's camera-to-world matrix conditions the U-Net (MVDream)."""
@@ -325,6 +335,15 @@ class UNet2DCondition(Layout2d):
         """How many frame positions the temporal layers know (AnimateDiff's motion modules);
         None: any number of frames (an image, ModelScope or multi-view U-Net)."""
         return None if self.inflation is None else self.inflation.frame_positions
+
+    def skip_channels(self) -> list[int]:
+        """Channels of the skips `encode` returns, in order: conv_in's, then each down layer's
+        output, then each downsampler's output."""
+        ch, levels = self.config.block_out_channels, len(self.config.block_out_channels)
+        skips = [ch[0]]
+        for i in range(levels):
+            skips += [ch[i]] * self.config.layers_per_block + ([ch[i]] if i < levels - 1 else [])
+        return skips
 
     def embed_time(self, timestep: Tensor, batch: int, dtype: torch.dtype) -> Tensor:
         """(b,) or scalar diffusion timestep → (b, 4·c0) embedding."""
@@ -352,22 +371,15 @@ class UNet2DCondition(Layout2d):
         flat = rearrange(cameras.reshape(batch * frames, 4, 4), "n i j -> n (i j)")
         return self.camera_embed(flat.to(self.conv_in.weight.device, self.conv_in.weight.dtype))
 
-    def forward(
+    def fold(
         self,
         x: Tensor,
         timestep: Tensor | float,
         context: Tensor | None,
         cameras: Tensor | None = None,
-    ) -> Tensor:
-        """x (b, c, h, w) or (b, c, t, h, w); timestep scalar or (b,), or (b, t) for a clip whose
-        frames sit at their own noise levels (a clean first frame the rest continues from);
-        context (b, n, d), or (b, t, n, d) for a clip whose frames each have their own (prompt
-        travel).
-
-        cameras: camera-to-world 4×4s (OpenGL convention, spacetime.world.Camera), (b, v, 4, 4) or
-        ((b v), 4, 4), one per frame of a multi-view set (v = t; an image is one view). Only a
-        U-Net inflated with cameras takes them; one that has them runs without (no camera term).
-        """
+    ) -> Folded:
+        """Fold frames into the batch and embed the timestep (and cameras) once per row; see
+        `UNet2DCondition.forward` for the shapes each input may take."""
         video = x.ndim == 5
         frames = x.shape[2] if video else 1
         if video:
@@ -391,11 +403,13 @@ class UNet2DCondition(Layout2d):
             temb = temb.repeat_interleave(frames, dim=0)
         if cameras is not None:
             temb = temb + self.embed_cameras(cameras, batch, frames).to(temb.dtype)
+        return Folded(x, temb, context, frames, video)
 
-        # (b t) c h w from here on
-        h = self.conv_in(x)
-        if self.transformer_in is not None:
-            h = self.transformer_in(h, frames)
+    def encode(
+        self, h: Tensor, temb: Tensor, context: Tensor | None, frames: int
+    ) -> tuple[Tensor, list[Tensor]]:
+        """conv_in's output ((b t), c0, h, w) through the down blocks and the mid block: (the mid
+        block's output, the skips in `skip_channels` order)."""
         skips = [h]
         for block in self.down_blocks:
             for j in range(len(block.resnets)):
@@ -404,9 +418,65 @@ class UNet2DCondition(Layout2d):
             if hasattr(block, "downsamplers"):
                 h = block.downsamplers[0](h)
                 skips.append(h)
-
         if self.mid_block is not None:
             h = self.mid_block.mid(h, temb, context, frames)
+        return h, skips
+
+
+class UNet2DCondition(UNetEncoder):
+    """Text-conditioned denoising U-Net (LDM); predicts ε, v or x0 as its scheduler says."""
+
+    def __init__(self, cfg: UNetConfig):
+        super().__init__(cfg)
+        ch = cfg.block_out_channels
+        temb = ch[0] * 4
+        levels = len(ch)
+        heads = [h if a else None for h, a in zip(cfg.heads, cfg.attention, strict=True)]
+        # The up path pops the skips in reverse.
+        skips = self.skip_channels()
+        self.up_blocks = nn.ModuleList()
+        prev = ch[-1]
+        for i in reversed(range(levels)):
+            ins = []
+            for _ in range(cfg.layers_per_block + 1):
+                ins.append(prev + skips.pop())
+                prev = ch[i]
+            resample = "up" if i > 0 else None
+            self.up_blocks.append(UNetBlock(ins, ch[i], temb, heads[i], cfg, resample))
+
+        self.conv_norm_out = nn.GroupNorm(cfg.norm_num_groups, ch[0], eps=cfg.norm_eps)
+        self.conv_act = nn.SiLU()
+        self.conv_out = nn.Conv2d(ch[0], cfg.out_channels, 3, padding=1)
+
+    def forward(
+        self,
+        x: Tensor,
+        timestep: Tensor | float,
+        context: Tensor | None,
+        cameras: Tensor | None = None,
+        control: ControlResiduals | None = None,
+    ) -> Tensor:
+        """x (b, c, h, w) or (b, c, t, h, w); timestep scalar or (b,), or (b, t) for a clip whose
+        frames sit at their own noise levels (a clean first frame the rest continues from);
+        context (b, n, d), or (b, t, n, d) for a clip whose frames each have their own (prompt
+        travel).
+
+        cameras: camera-to-world 4×4s (OpenGL convention, spacetime.world.Camera), (b, v, 4, 4) or
+        ((b v), 4, 4), one per frame of a multi-view set (v = t; an image is one view). Only a
+        U-Net inflated with cameras takes them; one that has them runs without (no camera term).
+
+        control: ControlNet residuals, added to the skips and to the mid block's output (as
+        diffusers' `down_block_additional_residuals` / `mid_block_additional_residual`).
+        """
+        x, temb, context, frames, video = self.fold(x, timestep, context, cameras)
+        # (b t) c h w from here on
+        h = self.conv_in(x)
+        if self.transformer_in is not None:
+            h = self.transformer_in(h, frames)
+        h, skips = self.encode(h, temb, context, frames)
+        if control is not None:
+            skips = [s + r for s, r in zip(skips, control.down, strict=True)]
+            h = h + control.mid
 
         for block in self.up_blocks:
             for j in range(len(block.resnets)):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +16,7 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from spacetime import checks, sampling, sdedit
+from spacetime import checks, control, sampling, sdedit
 from spacetime.context import DEFAULT_FRAMES, ContextWindows, windowed
 from spacetime.errors import ArgumentTypeError, ArgumentValueError, SpacetimeError
 from spacetime.first_frame import conditioned as first_frame_net
@@ -243,6 +243,7 @@ class DiffusionPipeline:
         on_step: Callable[[int, int, Tensor], None] | None = None,
         init: Tensor | None = None,
         first_frame: Tensor | None = None,
+        controls: Sequence[control.Control] = (),
     ) -> Tensor:
         """Run the sampler; returns clean latents (b, 4, h/8, w/8) or (b, 4, t, h/8, w/8).
 
@@ -251,6 +252,8 @@ class DiffusionPipeline:
         image of the batch starts from the same posterior sample, and FreeInit does not apply.
         `first_frame`: pixels (1, 3, h, w) in [-1, 1] that the clip starts from: its latent is
         frame 0, clean, while the rest is denoised around it (spacetime.first_frame).
+        `controls`: ControlNets and SparseCtrl networks with their images (spacetime.control);
+        their residuals are summed into every U-Net call they act on, window by window.
 
         `cameras` (b, t, 4, 4) camera-to-world matrices go to a camera-conditioned U-Net with
         every call (both guidance branches): a multi-view set is a clip whose frames are views.
@@ -285,24 +288,37 @@ class DiffusionPipeline:
             generator.seed()
         noise, start, first = self._starting_point(req, init, shape, generator, compute)
         cameras = None if cameras is None else cameras.to(self.device, torch.float32)
-
-        def net(x_t: Tensor, t: Tensor, context: Tensor) -> Tensor:
-            x_t = x_t.to(self.dtype).contiguous(memory_format=_layout(x_t))
-            t, context = t.to(self.device), context.to(self.dtype)
-            if cameras is None:
-                return c.unet(x_t, t, context).float()
-            # Guidance stacks [uncond, cond] along the batch: each half takes the same cameras.
-            cams = cameras.repeat(len(x_t) // len(cameras), 1, 1, 1)
-            return c.unet(x_t, t, context, cameras=cams).float()
-
-        if windows is not None:
-            net = windowed(net, windows)
+        prepared = self._prepare_controls(req, controls, compute)
+        guided = uncond is not None and req.guidance > 1
         first_latent = None  # the first frame's (1, c, h, w)
         if first_frame is not None:
             first_latent = self._first_frame_latent(req, first_frame, compute)
-            net = first_frame_net(net, first_latent)
-        model_fn = sampling.classifier_free_guidance(net, cond, uncond, req.guidance)
-        denoiser = sampling.model_denoiser(model_fn, c.schedule)
+
+        def denoiser_for(plan: sampling.Plan) -> sampling.Denoiser:
+            """The network under windows, first frame and guidance, for one pass of `plan`."""
+            step_of = {float(t): i for i, t in enumerate(plan.timesteps)}
+
+            def net(x_t: Tensor, t: Tensor, context: Tensor, frames: slice = slice(None)) -> Tensor:
+                x_t = x_t.to(self.dtype).contiguous(memory_format=_layout(x_t))
+                t, context = torch.as_tensor(t).to(self.device), context.to(self.dtype)
+                extra = {}
+                if prepared:  # the step decides which controls act (control start / end)
+                    step = (step_of[float(t.max())], len(plan.timesteps))
+                    extra["control"] = control.residuals(
+                        prepared, x_t, t, context, step, guided, frames
+                    )
+                if cameras is not None:
+                    # Guidance stacks [uncond, cond] along the batch: each half, the same cameras.
+                    extra["cameras"] = cameras.repeat(len(x_t) // len(cameras), 1, 1, 1)
+                return c.unet(x_t, t, context, **extra).float()
+
+            if windows is not None:
+                net = windowed(net, windows)
+            if first_latent is not None:
+                net = first_frame_net(net, first_latent)
+            model_fn = sampling.classifier_free_guidance(net, cond, uncond, req.guidance)
+            return sampling.model_denoiser(model_fn, c.schedule)
+
         free_init = req.free_init if req.frames > 1 and start is None else None
         total = req.steps - first if free_init is None else free_init.total_steps(req.steps)
         done = 0  # steps taken over all sampling passes
@@ -325,7 +341,7 @@ class DiffusionPipeline:
 
             with compute:  # one autocast region for the whole loop keeps its weight-cast cache
                 x = sampling.sample(
-                    req.scheduler, denoiser, x, plan,
+                    req.scheduler, denoiser_for(plan), x, plan,
                     eta=req.eta, generator=generator, callback=callback,
                 )  # fmt: skip
             done += len(plan.timesteps)
@@ -361,6 +377,27 @@ class DiffusionPipeline:
             start = sdedit.encode(vae, init.to(self.device, self.dtype), generator).float()
         start = start.expand(shape)
         return sdedit.noise_like(start, generator).to(self.device), start, first
+
+    def _prepare_controls(
+        self, req: GenerationRequest, controls: Sequence[control.Control], compute
+    ) -> list[control.Prepared]:
+        """Each control's condition over the clip, its network on the pipeline's device and
+        precision (SparseCtrl RGB's key frames encoded to latents)."""
+
+        def encode(pixels: Tensor) -> Tensor:
+            with compute:
+                vae = self.components.vae
+                return vae.encode(pixels.to(self.device, self.dtype), sample=False).float()
+
+        layout = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
+        prepared = []
+        for item in controls:
+            if not isinstance(item, control.Control):
+                raise ArgumentTypeError(f"controls must be Control objects, got {item!r:.60}")
+            item.net.to(self.device, self.dtype, memory_format=layout)
+            size = (req.height, req.width)
+            prepared.append(control.prepare(item, req.frames, size, encode))
+        return prepared
 
     def _first_frame_latent(self, req: GenerationRequest, pixels: Tensor, compute) -> Tensor:
         """The latent (1, c, h, w) of the image a clip starts from (the posterior mean)."""

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from spacetime import checks, sdedit
+from spacetime.control import Control
 from spacetime.devices import check_device
 from spacetime.errors import ArgumentTypeError, CheckpointError
 from spacetime.formats.diffusers import Components, save_diffusers
@@ -134,6 +135,7 @@ class ImagePipeline(DiffusionPipeline):
         negative_prompt: str | Sequence[str] | None = None,
         *,
         image: np.ndarray | None = None,
+        controls: Sequence[Control] = (),
         precision: str | None = None,
         progress: Callable[[int, int], None] | None = None,
         **options,
@@ -141,15 +143,18 @@ class ImagePipeline(DiffusionPipeline):
         """Images for the prompt(s); options are GenerationRequest fields (steps, guidance,
         scheduler, karras, eta, seed, height, width, num_images, clip_skip, strength).
         `image`: uint8 (h, w, 3) to start from (image-to-image, SDEdit) at `strength` (default
-        0.8, diffusers'); height and width default to its size rounded down to multiples of 8."""
+        0.8, diffusers'); height and width default to its size rounded down to multiples of 8.
+        `controls`: ControlNets with their control images (spacetime.control.Control); without
+        an input image, height and width default to the first control image's size."""
         if "frames" in options:
             raise ArgumentTypeError(
                 "frames: an ImagePipeline makes images; VideoPipeline makes clips"
             )
         if image is not None:
             options = {**init_size(image, options), "strength": options.get("strength", 0.8)}
+        options = control_size(controls, options)
         req = self.request(prompt, negative_prompt, **options)
-        return self.generate(req, precision, progress, init=image)
+        return self.generate(req, precision, progress, init=image, controls=controls)
 
     def generate(
         self,
@@ -158,10 +163,11 @@ class ImagePipeline(DiffusionPipeline):
         progress: Callable[[int, int], None] | None = None,
         init: np.ndarray | None = None,
         first_frame: np.ndarray | None = None,
+        controls: Sequence[Control] = (),
     ) -> np.ndarray:
         """Pixels for a validated request: (n, h, w, 3), or (n, t, h, w, 3) for clips; `init`,
         uint8 pixels to start from (SDEdit), and `first_frame`, a uint8 image a clip starts from,
-        both resized to the request's size."""
+        both resized to the request's size; `controls` (spacetime.control)."""
         if precision is not None:
             checks.choice("precision", precision, checks.PRECISIONS)
         pixels = None if init is None else sdedit.to_pixels(init, req.height, req.width)
@@ -171,8 +177,19 @@ class ImagePipeline(DiffusionPipeline):
                 raise ArgumentTypeError(f"first_frame must be one image (h, w, 3), got shape "
                                         f"{np.shape(first_frame)}")  # fmt: skip
             first = sdedit.to_pixels(first_frame, req.height, req.width)
-        latents = self.sample_latents(req, precision, progress, init=pixels, first_frame=first)
+        latents = self.sample_latents(
+            req, precision, progress, init=pixels, first_frame=first, controls=controls
+        )
         return self.decode(latents, precision)
+
+
+def control_size(controls: Sequence[Control], options: Mapping) -> dict:
+    """Options with height and width defaulting to the first control image's size (rounded down
+    to multiples of 8), as diffusers' ControlNet pipelines default to their image's."""
+    if not controls or ("height" in options and "width" in options):
+        return dict(options)
+    height, width = controls[0].size
+    return {"height": max(8, height // 8 * 8), "width": max(8, width // 8 * 8), **options}
 
 
 def init_size(pixels, options: Mapping) -> dict:

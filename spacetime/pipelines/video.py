@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from spacetime import checks
+from spacetime.control import Control
 from spacetime.devices import check_device
 from spacetime.errors import ArgumentTypeError, ArgumentValueError
 from spacetime.formats.load import default_model, load_components, shipped
@@ -19,7 +20,7 @@ from spacetime.formats.motion import (
 )
 from spacetime.free_init import FreeInit
 from spacetime.pipelines.diffusion import GenerationRequest
-from spacetime.pipelines.image import ImagePipeline, init_size
+from spacetime.pipelines.image import ImagePipeline, control_size, init_size
 
 PER_FRAME = "per-frame"
 
@@ -86,6 +87,7 @@ class VideoPipeline(ImagePipeline):
         frames: int | None = None,
         video: np.ndarray | None = None,
         first_frame: np.ndarray | None = None,
+        controls: Sequence[Control] = (),
         precision: str | None = None,
         progress: Callable[[int, int], None] | None = None,
         **options,
@@ -102,7 +104,9 @@ class VideoPipeline(ImagePipeline):
         down to multiples of 8. `frames` defaults to 16 without a video. `first_frame`: a uint8
         (h, w, 3) image the clip starts from (spacetime.first_frame; the world model continues
         it with the shipped first-frame motion LoRA: `pipe.load_lora("first-frame",
-        motion=True)`), its size the default height and width."""
+        motion=True)`), its size the default height and width. `controls`: ControlNets on every
+        frame or SparseCtrl on key frames (spacetime.control.Control), run inside the context
+        windows; their first image's size is the default height and width otherwise."""
         if first_frame is not None and video is None:
             options = init_size(first_frame, options)
         if video is not None:
@@ -114,6 +118,9 @@ class VideoPipeline(ImagePipeline):
                 raise ArgumentValueError(f"frames={frames} but the video has {len(video)}")
             video = video[:frames]
             options = {**init_size(video, options), "strength": options.get("strength", 0.8)}
+        options = control_size(controls, options)
         req = self.request(prompt, negative_prompt, frames=frames or 16, **options)
-        clips = self.generate(req, precision, progress, init=video, first_frame=first_frame)
+        clips = self.generate(
+            req, precision, progress, init=video, first_frame=first_frame, controls=controls
+        )
         return clips if clips.ndim == 5 else clips[:, None]  # one frame: (n, 1, h, w, 3)

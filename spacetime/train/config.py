@@ -293,6 +293,37 @@ class ConsistencyTraining(LoRAStudent):
         self._at_least(1, "guidance", "original_inference_steps")
 
 
+@dataclass(frozen=True)
+class ControlNetTraining(MediaTraining):
+    """A ControlNet (Zhang et al. 2023) for the frozen image model `base`: a trainable copy of its
+    U-Net's encoder learns to steer it from control images that `condition` (a shipped
+    preprocessor) makes of the training images: the world's silhouettes (mask), or the edges of
+    your own pictures (canny)."""
+
+    task: ClassVar[str] = "controlnet"
+    base: str = ""  # the image model (a diffusers folder)
+    condition: str = "mask"  # the preprocessor that makes control images of the training images
+    caption_dropout: float = (
+        0.5  # the paper's: half the prompts empty, so layout comes from control
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        self._needs("base", "the image model the ControlNet steers")
+        if self.condition not in SHIPPED_PREPROCESSORS:
+            raise ConfigError(
+                f"condition must be a shipped preprocessor ({', '.join(SHIPPED_PREPROCESSORS)}), "
+                f"got {self.condition!r}"
+            )
+        if self.latent_cache:
+            raise ConfigError(
+                "controlnet training preprocesses pixels: latent_cache does not apply"
+            )
+        self._within(0, 1, "caption_dropout")
+
+
+SHIPPED_PREPROCESSORS = ("mask", "canny")
+
 CONFIGS: dict[str, type[TrainConfig]] = {
     cls.task: cls
     for cls in (
@@ -303,6 +334,7 @@ CONFIGS: dict[str, type[TrainConfig]] = {
         MultiViewTraining,
         LoRATraining,
         ConsistencyTraining,
+        ControlNetTraining,
     )  # fmt: skip
 }
 

@@ -92,7 +92,7 @@ class ConsistencyTask:
 
     def __init__(self, cfg: ConsistencyTraining):
         self.cfg = cfg
-        self.components = frozen_model(cfg)
+        self.components = frozen_model(cfg.base, cfg.motion)
         self.data = TrainingData(cfg, self.components.vae)
 
     def frozen(self) -> list[nn.Module]:

@@ -64,17 +64,17 @@ def lora_data(cfg: LoRATraining, step: int) -> tuple[Tensor, list[str]]:
     return world.images_to_tensor(render_inverted(scenes)), [s.caption() for s in scenes]
 
 
-def frozen_model(cfg: LoRAStudent):
+def frozen_model(base: str, motion: str = ""):
     """`base`'s components, with the motion modules of `motion` and the text encoder its package
     ships, when given: the model as the pipelines sample it, in float32, frozen."""
     from spacetime.formats.load import load_components
 
-    c = load_components(cfg.base)
-    if cfg.motion:
+    c = load_components(base)
+    if motion:
         from spacetime.formats.motion import load_motion_adapter, load_motion_text_encoder
 
-        c.unet = load_motion_adapter(c.unet, cfg.motion)
-        c.text_encoder = load_motion_text_encoder(cfg.motion, c.text_encoder.tokenizer) or (
+        c.unet = load_motion_adapter(c.unet, motion)
+        c.text_encoder = load_motion_text_encoder(motion, c.text_encoder.tokenizer) or (
             c.text_encoder
         )
     for module in (c.unet, c.text_encoder.model, c.vae):
@@ -106,7 +106,7 @@ class LoRATask:
 
     def __init__(self, cfg: LoRATraining):
         self.cfg = cfg
-        self.components = frozen_model(cfg)
+        self.components = frozen_model(cfg.base, cfg.motion)
         self.data = TrainingData(cfg, self.components.vae)
 
     def frozen(self) -> list[nn.Module]:

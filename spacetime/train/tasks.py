@@ -4,6 +4,7 @@ holds each one's typed config under the same name)."""
 from __future__ import annotations
 
 from spacetime.train.consistency import ConsistencyTask
+from spacetime.train.controlnet import ControlNetTask
 from spacetime.train.loop import Task
 from spacetime.train.lora import LoRATask
 from spacetime.train.motion import MotionTask
@@ -15,5 +16,5 @@ from spacetime.train.video_vae import VideoVAETask
 TASKS: dict[str, type[Task]] = {
     "vae": VAETask, "text2image": TextToImageTask, "motion": MotionTask,
     "video_vae": VideoVAETask, "multiview": MultiViewTask, "lora": LoRATask,
-    "lcm": ConsistencyTask,
+    "lcm": ConsistencyTask, "controlnet": ControlNetTask,
 }  # fmt: skip
