@@ -52,7 +52,7 @@ class Control:
                 f"{tuple(self.image.shape)}"
             )
         if not torch.is_tensor(self.image):
-            sdedit.resized(self.image, 8, 8)  # checks uint8 (h, w, 3) or (n, h, w, 3)
+            sdedit.as_frames(self.image)  # uint8 (h, w, 3) or (n, h, w, 3)
         if not 0 <= self.start < self.end <= 1:
             raise ArgumentValueError(
                 f"control start and end must satisfy 0 <= start < end <= 1, got {self.start}, "

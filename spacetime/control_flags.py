@@ -18,8 +18,9 @@ from spacetime.errors import ArgumentValueError
 CONTROLNET_CONFIG = "config.json"
 
 
-class _InOrder(argparse.Action):
-    """Appends (flag, value) to `control_inputs`, so conditions keep their order across flags."""
+class _InOrder(argparse._AppendAction):
+    """Appends (flag, value) to `control_inputs`, so conditions keep their order across flags (a
+    repeatable flag: batch jobs give it a list)."""
 
     def __call__(self, parser, namespace, values, option_string=None):
         items = list(getattr(namespace, "control_inputs", None) or [])

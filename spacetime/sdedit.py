@@ -41,9 +41,8 @@ def to_pixels(frames, height: int, width: int) -> Tensor:
     return x[:, :, 0] if np.ndim(frames) == 3 else x
 
 
-def resized(frames, height: int, width: int) -> np.ndarray:
-    """uint8 (h, w, 3) image or (t, h, w, 3) clip -> a writable uint8 (t, h, w, 3) clip at
-    height x width (Lanczos, as diffusers' image processor resizes PIL images)."""
+def as_frames(frames) -> np.ndarray:
+    """uint8 (h, w, 3) image or (t, h, w, 3) clip -> (t, h, w, 3), checked."""
     array = np.asarray(frames)
     if array.dtype != np.uint8 or array.ndim not in (3, 4) or array.shape[-1] != 3:
         raise ArgumentTypeError(
@@ -53,6 +52,13 @@ def resized(frames, height: int, width: int) -> np.ndarray:
     clip = array[None] if array.ndim == 3 else array
     if clip.shape[0] == 0:
         raise ArgumentValueError("the input clip has no frames")
+    return clip
+
+
+def resized(frames, height: int, width: int) -> np.ndarray:
+    """uint8 (h, w, 3) image or (t, h, w, 3) clip -> a writable uint8 (t, h, w, 3) clip at
+    height x width (Lanczos, as diffusers' image processor resizes PIL images)."""
+    clip = as_frames(frames)
     if clip.shape[1:3] != (height, width):
         from PIL import Image
 

@@ -73,7 +73,9 @@ def parser() -> Parser:
         help="an image (png/jpg/webp) the clip starts from: its latent is frame 0, clean, and "
         "the rest is denoised around it; with the default world model the shipped first-frame "
         "motion LoRA continues it (other models need a first-frame LoRA of their own, "
-        "--motion-lora); its size is the default --height/--width",
+        "--motion-lora, or, on SD 1.5 models, AnimateDiff's SparseCtrl RGB: --control "
+        "v3_sd15_sparsectrl_rgb.ckpt --keyframe 0:IMAGE); its size is the default "
+        "--height/--width",
     )
     p.add_argument(
         "--context-frames",

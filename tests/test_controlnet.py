@@ -273,10 +273,12 @@ def test_original_single_file_loads_as_diffusers_reads_it(tmp_path):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
 
 
-def test_sparsectrl_original_file_loads(tmp_path):
-    """AnimateDiff's SparseCtrl file: its SparseControlNetModel's names, motion modules nested
+@pytest.mark.parametrize("variant", ["rgb", "scribble"])
+def test_sparsectrl_original_file_loads(tmp_path, variant):
+    """AnimateDiff's SparseCtrl files: its SparseControlNetModel's names, motion modules nested
     under temporal_transformer. with attention_blocks/norms/ff_norm, under "controlnet"."""
-    ref = tiny_sparsectrl(22, rgb=True).eval()
+    rgb = variant == "rgb"
+    ref = tiny_sparsectrl(22, rgb=rgb).eval()
     original = {}
     for key, value in ref.state_dict().items():
         if ".motion_modules." in key:
@@ -288,16 +290,19 @@ def test_sparsectrl_original_file_loads(tmp_path):
             rest = rest.replace("pos_embed.pe", "pos_encoder.pe")
             key = f"{head}.motion_modules.{index}.temporal_transformer.{rest}"
         original[key] = value
-    torch.save({"controlnet": original}, tmp_path / "v3_sd15_sparsectrl_rgb.ckpt")
+    torch.save({"controlnet": original}, tmp_path / f"v3_sd15_sparsectrl_{variant}.ckpt")
     like = UNetConfig.from_diffusers(tiny.UNET_CONFIGS["sd1"])
-    net = load_controlnet(tmp_path / "v3_sd15_sparsectrl_rgb.ckpt", like)
+    net = load_controlnet(tmp_path / f"v3_sd15_sparsectrl_{variant}.ckpt", like)
     cfg = net.control_config
-    assert cfg.sparse and cfg.conditioning_channels == 4 and cfg.embedding_channels == ()
+    assert cfg.sparse and cfg.conditioning_channels == (4 if rgb else 3)
+    assert cfg.embedding_channels == (() if rgb else (8, 8, 16))
 
     g = torch.Generator().manual_seed(1)
     x = torch.randn(1, 4, 6, 8, 8, generator=g)
     context = torch.randn(1, 5, 32, generator=g)
-    condition, mask = torch.randn(1, 4, 6, 8, 8, generator=g), torch.zeros(1, 1, 6, 8, 8)
+    side = 8 if rgb else 32  # latents, or pixels
+    condition = torch.randn(1, cfg.conditioning_channels, 6, side, side, generator=g)
+    mask = torch.zeros(1, 1, 6, side, side)
     mask[:, :, [0, 4]] = 1
     # diffusers' pipeline hands the network one context per frame
     per_frame = context.repeat_interleave(6, dim=0)
@@ -473,3 +478,75 @@ def test_long_clips_run_the_controlnet_window_by_window(animatediff, tmp_path):
     )
     assert np.abs(whole.astype(int) - windows.astype(int)).max() <= 1
     assert np.abs(whole.astype(int) - shuffled.astype(int)).max() > 20  # the frames' own controls
+
+
+# -- training ---------------------------------------------------------------------------------------
+
+
+def test_a_fresh_controlnet_is_the_unets_encoder_and_adds_nothing(sd):
+    pipe = ImagePipeline.from_pretrained(sd / "sd", precision="fp32")
+    unet = pipe.components.unet
+    net = ControlNet.from_unet(unet, pixels_per_latent=4)
+    own = unet.state_dict()
+    copied = {k: v for k, v in net.state_dict().items() if not k.startswith("controlnet_")}
+    assert copied and all(torch.equal(v, own[k]) for k, v in copied.items())
+    g = torch.Generator().manual_seed(0)
+    x, context = torch.randn(1, 4, 8, 8, generator=g), torch.randn(1, 5, 32, generator=g)
+    control = net(x, 300, context, torch.rand(1, 3, 32, 32, generator=g))
+    assert all(not r.any() for r in (*control.down, control.mid))  # zero convolutions
+    torch.testing.assert_close(unet(x, 300, context, control=control), unet(x, 300, context))
+
+
+def test_the_controlnet_task_trains_resumes_and_exports_for_diffusers(sd, tmp_path):
+    from diffusers import ControlNetModel
+
+    from spacetime.train.config import make_config
+    from spacetime.train.controlnet import ControlNetTask
+    from spacetime.train.loop import train
+
+    cfg = make_config(dict(task="controlnet", base=str(sd / "sd"), condition="mask", steps=4,
+                           batch_size=2, lr=0.01, warmup=0, ema_decay=0.0, checkpoint_every=2))  # fmt: skip
+    model = train(cfg, ControlNetTask(cfg), tmp_path / "run", progress=False)
+    ours = load_controlnet(model)
+    assert any(p.abs().sum() > 0 for p in ours.controlnet_mid_block.parameters())  # it learned
+    ref = ControlNetModel.from_pretrained(str(model)).eval()
+    g = torch.Generator().manual_seed(3)
+    args = (torch.randn(1, 4, 16, 16, generator=g), 10, torch.randn(1, 5, 32, generator=g),
+            torch.rand(1, 3, 64, 64, generator=g))  # fmt: skip
+    torch.testing.assert_close(
+        residuals_of(ours, *args), residuals_of(ref, *args), atol=1e-5, rtol=1e-4
+    )
+    # stopped after 2 steps and resumed: the same weights as the uninterrupted run
+    stop = make_config({**cfg.to_dict(), "stop_after": 2})
+    train(stop, ControlNetTask(stop), tmp_path / "again", progress=False)
+    again = train(cfg, ControlNetTask(cfg), tmp_path / "again", progress=False)
+    resumed = load_controlnet(again).state_dict()
+    assert all(torch.equal(v, resumed[k]) for k, v in ours.state_dict().items())
+
+
+def test_video_cli_with_sparsectrl_key_frames(animatediff, tmp_path, capsys):
+    from spacetime.media import read_video
+    from spacetime.video import main
+
+    tiny_sparsectrl(23, rgb=False).save_pretrained(str(tmp_path / "scribble"))
+    keys = control_images(2, 9)
+    for i, key in enumerate(keys):
+        Image.fromarray(key).save(tmp_path / f"k{i}.png")
+    out = tmp_path / "clip"  # a folder of frames: exact pixels
+    args = ["a red circle", "--model", animatediff / "sd", "--motion", animatediff / "motion",
+            "--frames", 8, "--steps", 3, "--precision", "fp32", "--control", tmp_path / "scribble",
+            "--keyframe", f"0:{tmp_path / 'k0.png'}", "--keyframe", f"6:{tmp_path / 'k1.png'}",
+            "--out", out]  # fmt: skip
+    code, _, stderr = run_main(main, args, capsys)
+    assert code == 0, stderr
+    pipe = VideoPipeline.from_pretrained(
+        animatediff / "sd", precision="fp32", motion=animatediff / "motion"
+    )
+    control = Control(load_controlnet(tmp_path / "scribble"), np.stack(keys), key_frames=(0, 6))
+    want = pipe("a red circle", frames=8, steps=3, controls=[control])[0]
+    assert np.array_equal(read_video(out)[0], want)
+    # the key frames must lie in the clip, and a ControlNet cannot take them
+    code, _, stderr = run_main(
+        main, [*args[:-2], "--frames", 4, "--out", tmp_path / "x.mp4"], capsys
+    )
+    assert code == 2 and "within a clip of 4 frames" in stderr

@@ -19,6 +19,7 @@ from spacetime.errors import ConfigError, SpacetimeError
 from spacetime.train.config import (
     CONFIGS,
     ConsistencyTraining,
+    ControlNetTraining,
     LoRATraining,
     MotionTraining,
     MultiViewTraining,
@@ -66,7 +67,7 @@ def _known(cls) -> str:
         ({"task": "video_vae", "vae": "v", "views": 4, "base": "b"},
          "unknown video_vae config keys: base, views " + _known(VideoVAETraining)),
         ({"task": "gan"}, "task must be one of vae, text2image, motion, video_vae, multiview, "
-                          "lora, lcm, got 'gan'"),
+                          "lora, lcm, controlnet, got 'gan'"),
         ({"steps": 1.7}, "steps must be an int, got 1.7"),
         ({"steps": "many"}, "steps must be an int, got 'many'"),
         ({"steps": True}, "steps must be an int, got True"),
@@ -109,6 +110,11 @@ def _known(cls) -> str:
         ({"task": "lcm", "base": "b", "guidance": 0.5}, "guidance must be >= 1, got 0.5"),
         ({"task": "lcm", "base": "b", "huber_c": 0.001}, "unknown lcm config keys: huber_c"),
         ({"task": "lcm", "base": "b", "data": "inverted"}, "unknown lcm config keys: data"),
+        ({"task": "controlnet"}, "controlnet training needs `base:`"),
+        ({"task": "controlnet", "base": "b", "condition": "depth"},
+         "condition must be a shipped preprocessor"),
+        ({"task": "controlnet", "base": "b", "media": "m", "latent_cache": "c"},
+         "latent_cache does not apply"),
     ],
 )  # fmt: skip
 def test_bad_configs_are_refused_naming_the_key(overrides, message):
@@ -120,7 +126,8 @@ def test_bad_configs_are_refused_naming_the_key(overrides, message):
 def test_every_shipped_config_loads_as_its_tasks_class():
     expected = {"vae": VAETraining, "text2image": TextToImageTraining, "motion": MotionTraining,
                 "video_vae": VideoVAETraining, "multiview": MultiViewTraining,
-                "lora": LoRATraining, "lcm": ConsistencyTraining}  # fmt: skip
+                "lora": LoRATraining, "lcm": ConsistencyTraining,
+                "controlnet": ControlNetTraining}  # fmt: skip
     assert expected == CONFIGS and set(TASKS) == set(CONFIGS)
     seen = set()
     for path in sorted((ROOT / "configs").glob("*.yaml")):

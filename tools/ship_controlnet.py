@@ -3,7 +3,8 @@
     python tools/ship_controlnet.py --run runs/world-controlnet
 
 Writes spacetime/assets/controlnet/world-mask/ (config.json, weights in fp16, MODEL_CARD.md,
-metrics.json) and the README's pictures docs/images/control_*.png / .gif. Every held-out scene
+metrics.json) and the README's pictures docs/images/control_*.png / .gif (`--pictures`: only
+those). Every held-out scene
 prompt (colour x shape x background combinations never trained on) gets --layouts silhouettes of
 its shape at random places and sizes; the shipped image model samples each (DDIM 20 steps,
 guidance 7.5, as the CLI) with the silhouette as control image and, on the same seeds, without
@@ -77,10 +78,13 @@ def main() -> None:
     p.add_argument("--layouts", type=int, default=4, help="silhouettes per held-out prompt")
     p.add_argument("--position", type=float, default=4.0, help="px: the centre counts within this")
     p.add_argument("--dry-run", action="store_true", help="print the metrics, ship nothing")
+    p.add_argument("--pictures", action="store_true", help="only (re)write the README's pictures")
     args = p.parse_args()
+    if args.pictures:
+        write_pictures()
+        return
 
     from spacetime.formats.controlnet import load_controlnet
-    from spacetime.media import write_image
     from spacetime.pipelines.image import ImagePipeline
     from spacetime.world import heldout_prompts
 
@@ -103,28 +107,38 @@ def main() -> None:
         **run_facts(args.run, staging, args.machine),
     }
     publish(staging, DEST, card, model_card(card))
-    write_pictures(write_image)
+    write_pictures()
 
 
-def write_pictures(write_image) -> None:
-    """The README's example: one silhouette → an image → a clip, with the shipped ControlNet."""
+def write_pictures() -> None:
+    """The README's example with the shipped ControlNet: a silhouette → an image, and a
+    silhouette moving along a diagonal (a path the world's clips never take) → a clip that follows
+    it, the ControlNet on every frame (seed 2: on seeds 0-3 the oracle reads the blue background in
+    15 or 16 of the 16 frames)."""
+    import numpy as np
+
     from spacetime.control import Control
     from spacetime.formats.controlnet import load_controlnet
-    from spacetime.media import write_video
+    from spacetime.media import write_image, write_video
     from spacetime.pipelines.image import ImagePipeline
     from spacetime.pipelines.video import VideoPipeline
     from spacetime.world import Scene
 
     net = load_controlnet(DEST)
-    control = silhouette(Scene("triangle", "white", "black", (20.0, 42.0), 13.0))
     images = ROOT / "docs" / "images"
+    control = silhouette(Scene("triangle", "white", "black", (20.0, 42.0), 13.0))
     write_image(images / "control_mask.png", control)
     image = ImagePipeline.from_pretrained(precision="fp32")
     write_image(images / "control_image.png",
                 image("a yellow triangle on a blue background", controls=[Control(net, control)])[0])  # fmt: skip
+    path = np.stack([
+        silhouette(Scene("triangle", "white", "black", (16.0 + 2.0 * t, 46.0 - 1.8 * t), 11.0))
+        for t in range(16)
+    ])  # fmt: skip
+    write_video(images / "control_path.gif", path, fps=8)
     video = VideoPipeline.from_pretrained(precision="fp32")
-    clip = video("a yellow triangle moving right on a blue background",
-                 controls=[Control(net, control, end=0.5)])[0]  # fmt: skip
+    clip = video("a yellow triangle moving right on a blue background", seed=2,
+                 controls=[Control(net, path)])[0]  # fmt: skip
     write_video(images / "control_clip.gif", clip, fps=8)
 
 
@@ -147,7 +161,7 @@ background. {card["shipped_megabytes"]} MB in fp16, diffusers' ControlNetModel l
     python -m spacetime.image "a yellow triangle on a blue background" \\
         --control world-mask --control-image silhouette.png
     python -m spacetime.video "a yellow triangle moving right on a blue background" \\
-        --control world-mask --control-image silhouette.png --control-end 0.5
+        --control world-mask --control-video silhouettes.gif
 
 ## Training
 
@@ -155,8 +169,8 @@ background. {card["shipped_megabytes"]} MB in fp16, diffusers' ControlNetModel l
     python tools/ship_controlnet.py --run runs/world-controlnet
 
 Seed {cfg["seed"]}; {card["steps_done"]} steps of {cfg["batch_size"]} world scenes (the training
-split), each with its `{cfg["condition"]}` control image; initialised from the image U-Net's encoder,
-which stays frozen with the rest of the model; lr {cfg["lr"]:g} (cosine), EMA {cfg["ema_decay"]},
+split), each with its `{cfg["condition"]}` control image; the ControlNet starts as a copy of the image
+U-Net's encoder, and the image model stays frozen; lr {cfg["lr"]:g} (cosine), EMA {cfg["ema_decay"]},
 {cfg["caption_dropout"]:.0%} empty captions (the paper's share). Wall time on {card["machine"]}:
 {card["train_wall_seconds"] / 60:.1f} min.
 
