@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import sys
 from pathlib import Path
 
 M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+
+
+FAST_THRESHOLD = 32 << 20  # glibc's largest fixed mmap threshold
 
 
 def return_large_blocks(threshold: int = 1 << 17) -> bool:
@@ -24,6 +28,19 @@ def return_large_blocks(threshold: int = 1 << 17) -> bool:
     except OSError:
         return False
     return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold))
+
+
+@contextlib.contextmanager
+def large_blocks_returned():
+    """Within: `return_large_blocks()` (the VAE decode of a long clip keeps one window's memory).
+    After: a 32 MiB threshold, for speed. A block served by mmap is zero-filled page by page when
+    first touched, and at 128 KiB for the whole run sampling was 25-40% slower (tools/
+    profile_video.py, docs/benchmarks.md), while the decode barely changes."""
+    return_large_blocks()
+    try:
+        yield
+    finally:
+        return_large_blocks(FAST_THRESHOLD)
 
 
 def available_bytes() -> int | None:

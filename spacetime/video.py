@@ -214,7 +214,6 @@ def main(argv: list[str] | None = None) -> None:
         from spacetime import checks
         from spacetime.errors import ArgumentValueError
         from spacetime.media import check_video_target, read_image, read_video, write_video
-        from spacetime.memory import return_large_blocks
 
         check_video_target(args.out)
         video, fps = (None, None) if args.init_video is None else read_video(args.init_video)
@@ -251,7 +250,6 @@ def main(argv: list[str] | None = None) -> None:
             **free_init_option(args),
             **sdedit_options(args, video),
         )
-        return_large_blocks()  # a long clip's memory stays that of one window
         from spacetime.pipelines.video import VideoPipeline
 
         # The shipped motion module and temporal decoder belong to the shipped model; a model

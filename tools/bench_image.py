@@ -21,135 +21,31 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import os
 import shlex
-import shutil
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from _shared import ROOT, SD_MID_UNET, Samples, log, machine, timed, wait_quiet, write_section
+from _shared import (
+    ROOT,
+    TEXT,
+    UNET,
+    Samples,
+    build_checkpoint,
+    log,
+    machine,
+    timed,
+    wait_quiet,
+    write_section,
+)
 
 SECTION = "## Image generation vs diffusers"
 PROMPT = "a red circle"
 TARGET = 0.5  # whole process, spacetime (auto) / diffusers (fp32)
-
-# The checkpoint: an SD 1.x-shaped U-Net at ~0.4x SD's width (~142M parameters), SD's real VAE
-# architecture and a CLIP ViT-L/14-sized text encoder, all with diffusers' default random init.
-UNET = SD_MID_UNET
-VAE = dict(
-    block_out_channels=(128, 256, 512, 512),
-    down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4,
-    layers_per_block=2,
-    latent_channels=4,
-    norm_num_groups=32,
-    scaling_factor=0.18215,
-    sample_size=256,
-)
-TEXT = dict(
-    vocab_size=49408,
-    hidden_size=768,
-    intermediate_size=3072,
-    num_hidden_layers=12,
-    num_attention_heads=12,
-    max_position_embeddings=77,
-    hidden_act="quick_gelu",
-    projection_dim=768,
-    bos_token_id=49406,
-    eos_token_id=49407,
-    pad_token_id=49407,
-)
-SCHEDULER = dict(  # SD 1.5's DDIM configuration
-    num_train_timesteps=1000,
-    beta_start=0.00085,
-    beta_end=0.012,
-    beta_schedule="scaled_linear",
-    clip_sample=False,
-    set_alpha_to_one=False,
-    steps_offset=1,
-)
-BUILD_SEED = 0
-SPEC_VERSION = 1  # bump when the build recipe changes, so cached checkpoints are rebuilt
-
-
-# --- the checkpoint --------------------------------------------------------------------------------
-
-
-def spec_hash() -> str:
-    spec = json.dumps([UNET, VAE, TEXT, SCHEDULER, BUILD_SEED, SPEC_VERSION], sort_keys=True)
-    return hashlib.sha256(spec.encode()).hexdigest()[:12]
-
-
-def build_checkpoint(workdir: Path, rebuild: bool = False) -> tuple[Path, dict]:
-    """A random-weight diffusers StableDiffusionPipeline folder, built once and cached."""
-    folder = workdir / f"model-{spec_hash()}"
-    info_path = folder / "bench_info.json"
-    if info_path.is_file() and not rebuild:
-        return folder, json.loads(info_path.read_text())
-    import torch
-    from diffusers import (
-        AutoencoderKL,
-        DDIMScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    log(f"building the random-weight checkpoint in {folder}")
-    torch.manual_seed(BUILD_SEED)
-    unet = UNet2DConditionModel(**UNET).eval()
-    vae = AutoencoderKL(**VAE).eval()
-    text = CLIPTextModel(CLIPTextConfig(**TEXT)).eval()
-    tokenizer, tokenizer_source = _tokenizer(workdir)
-    pipe = StableDiffusionPipeline(
-        unet=unet, vae=vae, text_encoder=text, tokenizer=tokenizer,
-        scheduler=DDIMScheduler(**SCHEDULER), safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False,
-    )  # fmt: skip
-    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    info = {
-        "unet_params": count(unet),
-        "vae_params": count(vae),
-        "vae_decoder_params": count(vae.decoder) + count(vae.post_quant_conv),
-        "text_params": count(text),
-        "tokenizer": tokenizer_source,
-        "spec": spec_hash(),
-    }
-    tmp = workdir / f".{folder.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    pipe.save_pretrained(str(tmp))
-    (tmp / "bench_info.json").write_text(json.dumps(info, indent=2) + "\n")
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
-    return folder, info
-
-
-def _tokenizer(workdir: Path):
-    """OpenAI CLIP's tokenizer from spacetime's bundled vocabulary, else a character-level one."""
-    try:
-        from spacetime.formats.tokenizer import clip_tokenizer
-
-        return clip_tokenizer(None), "OpenAI CLIP BPE (spacetime.formats.tokenizer)"
-    except ImportError:
-        pass
-    import string
-
-    from transformers import CLIPTokenizer
-
-    folder = workdir / "char-tokenizer"
-    folder.mkdir(parents=True, exist_ok=True)
-    chars = sorted(set(string.ascii_lowercase + string.digits + ".,!?'- "))
-    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
-    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    tok = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
-    return tok, "character-level (handwritten vocab)"
-
 
 # --- per-step U-Net --------------------------------------------------------------------------------
 

@@ -69,10 +69,8 @@ def memory_child(frames: int, motion: str, steps: int, precision: str, size: int
     import resource
 
     from spacetime.formats.load import default_model
-    from spacetime.memory import return_large_blocks
     from spacetime.pipelines.video import VideoPipeline
 
-    return_large_blocks()  # as python -m spacetime.video does
     pipe = VideoPipeline.from_pretrained(default_model("image"), precision=precision, motion=motion)
     loaded = status_mb("VmRSS")
     try:

@@ -23,6 +23,7 @@ from spacetime.first_frame import conditioned as first_frame_net
 from spacetime.first_frame import place as place_first_frame
 from spacetime.formats.diffusers import Components
 from spacetime.free_init import FreeInit
+from spacetime.memory import large_blocks_returned
 from spacetime.models.vae import AutoencoderKL
 from spacetime.precision import DTYPES, autocast, resolve_precision
 from spacetime.travel import travel
@@ -417,6 +418,10 @@ class DiffusionPipeline:
 
         An image VAE decodes clips `DECODE_CHUNK` frames at a time, each chunk straight to uint8,
         so a long clip never holds all its frames' decoder activations or float pixels at once."""
+        with large_blocks_returned():
+            return self._decode(latents, precision)
+
+    def _decode(self, latents: Tensor, precision: str | None) -> np.ndarray:
         vae = self.components.vae
         z = latents.to(self.device, next(vae.parameters()).dtype)
         # Only a per-frame decoder makes chunks exact; a temporal one must see its neighbours.

@@ -1,0 +1,81 @@
+"""Minimal diffusers text-to-video: `AnimateDiffPipeline` over an SD folder and a MotionAdapter,
+DDIM as the checkpoint configures it, frames written as a GIF. Timestamps per phase, and with
+--profile-unet the sampling under the CPU profiler, go to stderr (tools/profile_video.py reads
+them).
+"""
+
+import time
+
+T = {"start": time.time()}
+import argparse  # noqa: E402  (after the first timestamp: import time is a phase)
+import contextlib  # noqa: E402
+
+import torch  # noqa: E402
+from diffusers import AnimateDiffPipeline, MotionAdapter  # noqa: E402
+from diffusers.utils import export_to_gif  # noqa: E402
+
+T["imported"] = time.time()
+p = argparse.ArgumentParser()
+p.add_argument("prompt")
+p.add_argument("--model", required=True)
+p.add_argument("--motion", required=True)
+p.add_argument("--frames", type=int, default=16)
+p.add_argument("--steps", type=int, default=10)
+p.add_argument("--height", type=int, default=128)
+p.add_argument("--width", type=int, default=128)
+p.add_argument("--guidance", type=float, default=7.5)
+p.add_argument("--seed", type=int, default=0)
+p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+p.add_argument("--out", default="clip.gif")
+p.add_argument("--profile-unet", action="store_true")
+a = p.parse_args()
+pipe = AnimateDiffPipeline.from_pretrained(
+    a.model, motion_adapter=MotionAdapter.from_pretrained(a.motion)
+)
+pipe.set_progress_bar_config(disable=True)
+T["loaded"] = time.time()
+
+
+def timed(name, fn):
+    def wrapper(*args, **kwargs):
+        out = fn(*args, **kwargs)
+        T[name] = time.time()
+        return out
+
+    return wrapper
+
+
+def on_step(pipe, i, t, kwargs):
+    T["first_step" if i == 0 else "last_step"] = time.time()
+    return kwargs
+
+
+pipe.encode_prompt = timed("encoded", pipe.encode_prompt)
+pipe.decode_latents = timed("decoded", pipe.decode_latents)
+ctx = (
+    torch.autocast("cpu", dtype=torch.bfloat16)
+    if a.precision == "bf16"
+    else contextlib.nullcontext()
+)
+
+
+def generate():
+    with ctx:
+        return pipe(
+            a.prompt, num_frames=a.frames, height=a.height, width=a.width,
+            num_inference_steps=a.steps, guidance_scale=a.guidance,
+            generator=torch.Generator("cpu").manual_seed(a.seed), callback_on_step_end=on_step,
+        ).frames[0]  # fmt: skip
+
+
+import _profile  # noqa: E402
+
+summary = None
+if a.profile_unet:
+    _profile.mark(pipe.unet)
+    frames, summary = _profile.profiled(generate)
+else:
+    frames = generate()
+export_to_gif(frames, a.out, fps=8)
+T["saved"] = time.time()
+_profile.report(T, summary)
