@@ -252,7 +252,7 @@ def test_an_exit_code_and_one_line_from_a_real_process(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("delay", [0.3, 1.0, 2.0])
+@pytest.mark.parametrize("delay", [0.3, 0.6, 1.0])  # start-up takes ~1.4 s here
 def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path, delay):
     import signal
     import time

@@ -7,7 +7,13 @@ import os
 from pathlib import Path
 
 from spacetime.errors import CheckpointError, SpacetimeError
-from spacetime.formats.weights import load_into, read_component, read_json, read_weights
+from spacetime.formats.weights import (
+    load_into,
+    read_component,
+    read_json,
+    read_weights,
+    skipping_init,
+)
 from spacetime.free_init import FreeInit
 from spacetime.models.inflate import AnimateDiff, inflate
 from spacetime.models.text import TextEncoder
@@ -73,7 +79,8 @@ def load_motion_adapter(unet: UNet2DCondition, path: str | os.PathLike) -> UNet2
             f"motion module not found: expected a MotionAdapter folder or an AnimateDiff file at "
             f"{folder}"
         )
-    video = inflate(unet, spec)
+    with skipping_init():  # every temporal weight is assigned below
+        video = inflate(unet, spec)
     motion = {k: v for k, v in motion.items() if not k.endswith(".pe")}
     # The adapter holds only temporal weights: complete them with the spatial ones already loaded.
     spatial = {k: v for k, v in video.state_dict().items() if not _in_adapter(k)}
