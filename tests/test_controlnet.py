@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tiny
 import torch
+from in_process import run_cli
 from PIL import Image
 from test_animatediff_parity import ANIMATEDIFF_SCHEDULE, close_pixels
 
@@ -129,17 +130,10 @@ def test_several_controlnets_with_start_end_and_guess_mode_match(sd):
 
 @pytest.fixture(scope="module")
 def animatediff(sd):
-    from diffusers import MotionAdapter
 
     config = sd / "sd" / "scheduler" / "scheduler_config.json"
     config.write_text(json.dumps({**json.loads(config.read_text()), **ANIMATEDIFF_SCHEDULE}))
-    torch.manual_seed(0)
-    adapter = MotionAdapter(
-        block_out_channels=(32, 64), motion_layers_per_block=2, motion_norm_num_groups=8,
-        motion_num_attention_heads=2, motion_max_seq_length=32, use_motion_mid_block=True,
-    )  # fmt: skip
-    tiny.randomize(adapter, 5, 0.05)
-    adapter.save_pretrained(str(sd / "motion"))
+    tiny.motion_adapter(sd / "motion")
     return sd
 
 
@@ -392,16 +386,6 @@ def test_mask_is_the_world_layout():
 # -- the command lines ------------------------------------------------------------------------------
 
 
-def run_main(main, args, capsys):
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def test_image_cli_with_a_controlnet_and_canny(sd, tmp_path, capsys):
     from spacetime.image import main
     from spacetime.media import read_image
@@ -413,7 +397,7 @@ def test_image_cli_with_a_controlnet_and_canny(sd, tmp_path, capsys):
     args = ["a red circle", "--model", sd / "sd", "--steps", 3, "--precision", "fp32",
             "--control", sd / "cn0", "--control-image", tmp_path / "in.png", "--preprocess",
             "canny", "--control-scale", 0.7, "--out", out]  # fmt: skip
-    code, stdout, stderr = run_main(main, args, capsys)
+    code, stdout, stderr = run_cli(main, args, capsys)
     assert code == 0, stderr
     pipe = ImagePipeline.from_pretrained(sd / "sd", precision="fp32")
     want = pipe(
@@ -447,7 +431,7 @@ def test_control_flags_refuse_bad_input(animatediff, tmp_path, capsys, extra, me
     args = ["a red circle", "--model", animatediff / "sd", "--motion", animatediff / "motion",
             "--steps", 2, "--frames", 8, "--out", tmp_path / "x.mp4",
             *(str(swap.get(a, a)).replace("IMG", str(tmp_path / "c.png")) for a in extra)]  # fmt: skip
-    code, _, stderr = run_main(main, args, capsys)
+    code, _, stderr = run_cli(main, args, capsys)
     assert code == 2 and message in stderr, stderr
     assert not (tmp_path / "x.mp4").exists()
 
@@ -537,7 +521,7 @@ def test_video_cli_with_sparsectrl_key_frames(animatediff, tmp_path, capsys):
             "--frames", 8, "--steps", 3, "--precision", "fp32", "--control", tmp_path / "scribble",
             "--keyframe", f"0:{tmp_path / 'k0.png'}", "--keyframe", f"6:{tmp_path / 'k1.png'}",
             "--out", out]  # fmt: skip
-    code, _, stderr = run_main(main, args, capsys)
+    code, _, stderr = run_cli(main, args, capsys)
     assert code == 0, stderr
     pipe = VideoPipeline.from_pretrained(
         animatediff / "sd", precision="fp32", motion=animatediff / "motion"
@@ -546,7 +530,7 @@ def test_video_cli_with_sparsectrl_key_frames(animatediff, tmp_path, capsys):
     want = pipe("a red circle", frames=8, steps=3, controls=[control])[0]
     assert np.array_equal(read_video(out)[0], want)
     # the key frames must lie in the clip, and a ControlNet cannot take them
-    code, _, stderr = run_main(
+    code, _, stderr = run_cli(
         main, [*args[:-2], "--frames", 4, "--out", tmp_path / "x.mp4"], capsys
     )
     assert code == 2 and "within a clip of 4 frames" in stderr
@@ -567,7 +551,7 @@ def test_the_shipped_world_controlnet_places_the_object(tmp_path, capsys):
     where = Scene(spec.shape, "white", "black", (44.0, 20.0), 11.0)
     Image.fromarray(where.render()).save(tmp_path / "silhouette.png")
     out = tmp_path / "out.png"
-    code, _, stderr = run_main(main, [prompt, "--control", "world-mask", "--control-image",
+    code, _, stderr = run_cli(main, [prompt, "--control", "world-mask", "--control-image",
                                       tmp_path / "silhouette.png", "--out", out], capsys)  # fmt: skip
     assert code == 0, stderr
     reading = read_image(read_file(out))

@@ -21,17 +21,10 @@ PROMPT = "a red circle moving right"
 def checkpoints(tmp_path_factory):
     """A tiny SD folder; a tiny MotionAdapter as a folder, as an original-layout .ckpt and as a
     bare diffusers state dict; a kohya LoRA on the U-Net (AnimateLCM's spatial LoRA's stand-in)."""
-    from diffusers import MotionAdapter
 
     root = tmp_path_factory.mktemp("few-step")
     tiny.sd_pipeline(root / "sd")
-    torch.manual_seed(0)
-    adapter = MotionAdapter(
-        block_out_channels=(32, 64), motion_layers_per_block=2, motion_norm_num_groups=8,
-        motion_num_attention_heads=8, motion_max_seq_length=32, use_motion_mid_block=True,
-    )  # fmt: skip
-    tiny.randomize(adapter, 7, 0.05)
-    adapter.save_pretrained(str(root / "motion"))
+    adapter = tiny.motion_adapter(root / "motion", heads=8, seed=7)
     sd = {k: v.contiguous() for k, v in adapter.state_dict().items()}
     save_file(sd, str(root / "lightning_4step_diffusers.safetensors"))
     spec = AnimateDiff(heads=8, layers=1, max_frames=32, mid_block=True)

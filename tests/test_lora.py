@@ -274,16 +274,9 @@ def test_kohya_files_in_the_compvis_layout_read_as_in_diffusers_names(sd, tmp_pa
 def animatediff(sd):
     """The tiny SD with a random MotionAdapter, and motion LoRAs for its attentions in the
     original and in diffusers' layout (rank 8, no alpha)."""
-    from diffusers import MotionAdapter
 
     root, *_ = sd
-    torch.manual_seed(0)
-    adapter = MotionAdapter(
-        block_out_channels=(32, 64), motion_layers_per_block=2, motion_norm_num_groups=8,
-        motion_num_attention_heads=2, motion_max_seq_length=32, use_motion_mid_block=True,
-    )  # fmt: skip
-    tiny.randomize(adapter, 5, 0.05)
-    adapter.save_pretrained(str(root / "motion"))
+    adapter = tiny.motion_adapter(root / "motion")
     parts = factors(layers(adapter, (".to_",)), 8, 11)
     original = write_motion(root / "zoom-original.safetensors", parts, original=True)
     diffusers = write_motion(root / "zoom-diffusers.safetensors", parts, original=False)

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import in_process
 import numpy as np
 import pytest
 import trimesh
@@ -26,13 +27,7 @@ def model(tmp_path_factory):
 
 def run_cli(args, capsys):
     """Run the CLI in-process; returns (exit code, stdout, stderr)."""
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return in_process.run_cli(main, args, capsys)
 
 
 def test_writes_a_coloured_glb_and_a_turntable(model, tmp_path, capsys):

@@ -142,16 +142,23 @@ def sd_pipeline(
     return pipe
 
 
-def animatediff(root: Path, heads: int = 2) -> Path:
-    """A tiny SD folder (root/sd) and a random MotionAdapter for it (root/motion); returns root."""
+def motion_adapter(folder: Path, heads: int = 2, seed: int = 5):
+    """A MotionAdapter for the tiny U-Net, every weight perturbed (diffusers leaves proj_out
+    random), saved to `folder`; returns it."""
     from diffusers import MotionAdapter
 
-    sd_pipeline(root / "sd")
     torch.manual_seed(0)
     adapter = MotionAdapter(
         block_out_channels=(32, 64), motion_layers_per_block=2, motion_norm_num_groups=8,
         motion_num_attention_heads=heads, motion_max_seq_length=32, use_motion_mid_block=True,
     )  # fmt: skip
-    randomize(adapter, 5, 0.05)
-    adapter.save_pretrained(str(root / "motion"))
+    randomize(adapter, seed, 0.05)
+    adapter.save_pretrained(str(folder))
+    return adapter
+
+
+def animatediff(root: Path, heads: int = 2) -> Path:
+    """A tiny SD folder (root/sd) and a random MotionAdapter for it (root/motion); returns root."""
+    sd_pipeline(root / "sd")
+    motion_adapter(root / "motion", heads)
     return root

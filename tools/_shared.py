@@ -115,6 +115,31 @@ class Samples:
         }
 
 
+def interleaved(contenders, command, repeats: int, max_share: float):
+    """Run each contender's `command(contender)` as a subprocess, interleaved (so drift on the
+    machine hits every contender alike), until each has `repeats` runs that others disturbed by at
+    most `max_share` of the CPU (or 3x as many rounds have run). Returns ({contender: Samples},
+    {contender: [finished processes]}); a failing run ends the tool, showing its stderr."""
+    samples = {c: Samples(max_share) for c in contenders}
+    done: dict = {c: [] for c in contenders}
+    for _ in range(repeats * 3):
+        pending = [c for c in contenders if len(samples[c].clean) < repeats]
+        if not pending:
+            break
+        for c in pending:
+            cmd = command(c)
+            wait_quiet(max_share, 30)
+            proc, seconds, share = timed(
+                lambda cmd=cmd: subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+            )
+            if proc.returncode:
+                sys.exit(f"{' '.join(cmd)} failed:\n{proc.stderr}")
+            samples[c].add(seconds, share)
+            done[c].append(proc)
+            log(f"{c}: {seconds:.2f} s (others {share:.0%})")
+    return samples, done
+
+
 def status_mb(key: str) -> float:
     """A VmRSS/VmHWM line of /proc/self/status, in MiB."""
     text = Path("/proc/self/status").read_text()

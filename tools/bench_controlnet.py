@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from _shared import ROOT, Samples, cpu_name, log, timed, wait_quiet, write_section
+from _shared import cpu_name, interleaved, write_section
 
 HEADING = "## ControlNet: cost per clip"
 PROMPT = "a red circle moving right"
@@ -58,23 +57,10 @@ def main() -> None:
         work / "silhouette.png", Scene("circle", "white", "black", (22.0, 30.0), 12.0).render()
     )
     contenders = [(frames, control) for frames in args.frames for control in (False, True)]
-    samples = {c: Samples(args.max_contention) for c in contenders}
-    peaks: dict[tuple, list[float]] = {c: [] for c in contenders}
-    for _ in range(args.repeats * 3):
-        pending = [c for c in contenders if len(samples[c].clean) < args.repeats]
-        if not pending:
-            break
-        for c in pending:  # interleaved, so drift on the machine hits every contender alike
-            cmd = command(*c, work)
-            wait_quiet(args.max_contention, 30)
-            done, seconds, share = timed(
-                lambda cmd=cmd: subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-            )
-            if done.returncode:
-                sys.exit(f"{' '.join(cmd)} failed:\n{done.stderr}")
-            samples[c].add(seconds, share)
-            peaks[c].append(float(done.stdout.strip().splitlines()[-1]))
-            log(f"{c}: {seconds:.2f} s, {peaks[c][-1]:.0f} MiB (others {share:.0%})")
+    samples, runs = interleaved(
+        contenders, lambda c: command(*c, work), args.repeats, args.max_contention
+    )
+    peaks = {c: [float(r.stdout.strip().splitlines()[-1]) for r in runs[c]] for c in contenders}
 
     import torch
 

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from _shared import ROOT, Samples, cpu_name, log, timed, wait_quiet, write_section
+from _shared import cpu_name, interleaved, log, write_section
 
 HEADING = "## Few-step students: whole process"
 COMMANDS = {
@@ -84,23 +83,14 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-few-step-"))
     contenders = [(task, before) for task in COMMANDS for before in (True, False)]
-    samples = {c: Samples(args.max_contention) for c in contenders}
     calls = {c: count_unet_calls(*c, work) for c in contenders}
     log(f"U-Net calls: {calls}")
-    for _ in range(args.repeats * 3):
-        pending = [c for c in contenders if len(samples[c].clean) < args.repeats]
-        if not pending:
-            break
-        for c in pending:  # interleaved, so drift on the machine hits every contender alike
-            cmd = [sys.executable, "-m", COMMANDS[c[0]][0], *cli_args(*c, work)]
-            wait_quiet(args.max_contention, 30)
-            done, seconds, share = timed(
-                lambda cmd=cmd: subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-            )
-            if done.returncode:
-                sys.exit(f"{' '.join(cmd)} failed:\n{done.stderr}")
-            samples[c].add(seconds, share)
-            log(f"{c}: {seconds:.2f} s (others {share:.0%})")
+    samples, _ = interleaved(
+        contenders,
+        lambda c: [sys.executable, "-m", COMMANDS[c[0]][0], *cli_args(*c, work)],
+        args.repeats,
+        args.max_contention,
+    )
 
     import torch
 

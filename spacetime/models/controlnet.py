@@ -47,8 +47,6 @@ class ControlNetConfig:
             raise ValueError(
                 f"conditioning_channels must be >= 1, got {self.conditioning_channels}"
             )
-        if self.embedding_channels and len(self.embedding_channels) < 1:
-            raise ValueError("embedding_channels must be empty or list the encoder's widths")
 
     @property
     def input_channels(self) -> int:

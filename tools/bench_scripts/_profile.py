@@ -6,9 +6,7 @@ torch only (never spacetime or diffusers), so importing it costs either contende
 
 from __future__ import annotations
 
-import json
 import re
-import sys
 
 import torch
 from torch.autograd.profiler import record_function
@@ -90,9 +88,3 @@ def profiled(fn):
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         result = fn()
     return result, summarise(prof)
-
-
-def report(phases: dict, profile: dict | None) -> None:
-    print("BENCH_PHASES " + json.dumps(phases), file=sys.stderr)
-    if profile is not None:
-        print("BENCH_PROFILE " + json.dumps(profile), file=sys.stderr)

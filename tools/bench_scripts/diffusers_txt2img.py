@@ -6,16 +6,16 @@ stderr as one `BENCH_PHASES {json}` line, which tools/bench_image.py reads.
 
 import time
 
-T = {"start": time.time()}
+START = time.time()
 import argparse  # noqa: E402  (after the first timestamp: import time is a phase)
 import contextlib  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
 
 import torch  # noqa: E402
+from _phases import Phases  # noqa: E402
 from diffusers import StableDiffusionPipeline  # noqa: E402
 
-T["imported"] = time.time()
+T = Phases(START)
+T.mark("imported")
 p = argparse.ArgumentParser()
 p.add_argument("prompt")
 p.add_argument("--model", required=True)
@@ -28,25 +28,16 @@ p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
 p.add_argument("--out", default="out.png")
 a = p.parse_args()
 pipe = StableDiffusionPipeline.from_pretrained(a.model)
-T["loaded"] = time.time()
-
-
-def timed(name, fn):
-    def wrapper(*args, **kwargs):
-        out = fn(*args, **kwargs)
-        T[name] = time.time()
-        return out
-
-    return wrapper
+T.mark("loaded")
 
 
 def on_step(pipe, i, t, kwargs):
-    T["first_step" if i == 0 else "last_step"] = time.time()
+    T.step(i == 0)
     return kwargs
 
 
-pipe.encode_prompt = timed("encoded", pipe.encode_prompt)
-pipe.vae.decode = timed("decoded", pipe.vae.decode)
+pipe.encode_prompt = T.after("encoded", pipe.encode_prompt)
+pipe.vae.decode = T.after("decoded", pipe.vae.decode)
 ctx = (
     torch.autocast("cpu", dtype=torch.bfloat16)
     if a.precision == "bf16"
@@ -59,5 +50,5 @@ with ctx:
         callback_on_step_end=on_step,
     ).images[0]  # fmt: skip
 image.save(a.out)
-T["saved"] = time.time()
-print("BENCH_PHASES " + json.dumps(T), file=sys.stderr)
+T.mark("saved")
+T.report()

@@ -6,15 +6,17 @@ them).
 
 import time
 
-T = {"start": time.time()}
+START = time.time()
 import argparse  # noqa: E402  (after the first timestamp: import time is a phase)
 import contextlib  # noqa: E402
 
 import torch  # noqa: E402
+from _phases import Phases  # noqa: E402
 from diffusers import AnimateDiffPipeline, MotionAdapter  # noqa: E402
 from diffusers.utils import export_to_gif  # noqa: E402
 
-T["imported"] = time.time()
+T = Phases(START)
+T.mark("imported")
 p = argparse.ArgumentParser()
 p.add_argument("prompt")
 p.add_argument("--model", required=True)
@@ -33,25 +35,16 @@ pipe = AnimateDiffPipeline.from_pretrained(
     a.model, motion_adapter=MotionAdapter.from_pretrained(a.motion)
 )
 pipe.set_progress_bar_config(disable=True)
-T["loaded"] = time.time()
-
-
-def timed(name, fn):
-    def wrapper(*args, **kwargs):
-        out = fn(*args, **kwargs)
-        T[name] = time.time()
-        return out
-
-    return wrapper
+T.mark("loaded")
 
 
 def on_step(pipe, i, t, kwargs):
-    T["first_step" if i == 0 else "last_step"] = time.time()
+    T.step(i == 0)
     return kwargs
 
 
-pipe.encode_prompt = timed("encoded", pipe.encode_prompt)
-pipe.decode_latents = timed("decoded", pipe.decode_latents)
+pipe.encode_prompt = T.after("encoded", pipe.encode_prompt)
+pipe.decode_latents = T.after("decoded", pipe.decode_latents)
 ctx = (
     torch.autocast("cpu", dtype=torch.bfloat16)
     if a.precision == "bf16"
@@ -77,5 +70,5 @@ if a.profile_unet:
 else:
     frames = generate()
 export_to_gif(frames, a.out, fps=8)
-T["saved"] = time.time()
-_profile.report(T, summary)
+T.mark("saved")
+T.report(summary)

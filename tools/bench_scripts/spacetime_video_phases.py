@@ -5,43 +5,31 @@ stderr). Keep the body in step with spacetime/video.py.
 
 import time
 
-T = {"start": time.time()}
+START = time.time()
 import sys  # noqa: E402  (after the first timestamp: import time is a phase)
+
+from _phases import Phases  # noqa: E402
 
 from spacetime.devices import pick_device  # noqa: E402
 from spacetime.media import check_video_target, write_video  # noqa: E402
 from spacetime.pipelines.video import VideoPipeline  # noqa: E402
 from spacetime.video import parser  # noqa: E402
 
-T["imported"] = time.time()
+T = Phases(START)
+T.mark("imported")
 profile = "--profile-unet" in sys.argv
 a = parser().parse_args([v for v in sys.argv[1:] if v != "--profile-unet"])
 check_video_target(a.out)
 pipe = VideoPipeline.from_pretrained(a.model, pick_device(a.device), a.precision, a.motion)
-T["loaded"] = time.time()
-
-
-def timed(name, fn):
-    def wrapper(*args, **kwargs):
-        out = fn(*args, **kwargs)
-        T[name] = time.time()
-        return out
-
-    return wrapper
-
-
-def progress(done, total):
-    T["first_step" if done == 1 else "last_step"] = time.time()
-
-
-pipe.encode_prompts = timed("encoded", pipe.encode_prompts)
-pipe.decode = timed("decoded", pipe.decode)
+T.mark("loaded")
+pipe.encode_prompts = T.after("encoded", pipe.encode_prompts)
+pipe.decode = T.after("decoded", pipe.decode)
 
 
 def generate():
     return pipe(
         a.prompt, a.negative_prompt, frames=a.frames, height=a.height, width=a.width,
-        progress=progress, steps=a.steps, guidance=a.guidance, scheduler=a.scheduler, seed=a.seed,
+        progress=lambda done, total: T.step(done == 1), steps=a.steps, guidance=a.guidance, scheduler=a.scheduler, seed=a.seed,
     )[0]  # fmt: skip
 
 
@@ -54,7 +42,5 @@ if profile:
 else:
     clip = generate()
 write_video(a.out, clip, a.fps or 8)
-T["saved"] = time.time()
-import _profile  # noqa: E402
-
-_profile.report(T, summary)
+T.mark("saved")
+T.report(summary)
