@@ -31,6 +31,8 @@ TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
 KARRAS_SAMPLERS = ("euler", "euler-a", "dpm++")  # those that step over a sigma grid
 ETA_SAMPLERS = ("ddim",)  # ddpm and euler-a are fully stochastic; euler and dpm++ not at all
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# attention kernels (spacetime.models.attention): auto = xformers on CUDA when installed, else SDPA
+ATTENTION_BACKENDS = ("auto", "sdpa", "xformers", "sliced")
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes any unsigned 64-bit seed
 
 

@@ -15,7 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from spacetime.checks import BETA_SCHEDULES, PRECISIONS, SAMPLERS, TIMESTEP_SPACINGS
+from spacetime.checks import (
+    ATTENTION_BACKENDS,
+    BETA_SCHEDULES,
+    PRECISIONS,
+    SAMPLERS,
+    TIMESTEP_SPACINGS,
+)
 
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 
@@ -96,6 +102,14 @@ def add_sampling_flags(
         choices=PRECISIONS,
         default="auto",
         help="auto = bf16 on CPUs with AMX/AVX512-BF16, fp16 on CUDA, else fp32",
+    )
+    parser.add_argument(
+        "--attention",
+        choices=ATTENTION_BACKENDS,
+        default="auto",
+        help="attention kernel: sdpa (torch's fused scaled-dot-product attention), xformers "
+        "(CUDA, needs `pip install spacetime[xformers]`), sliced (query chunks: least memory); "
+        "auto = xformers on CUDA when installed, else sdpa",
     )
     add_lora_flag(parser, "--lora", "a LoRA on the image model's layers (kohya/A1111 or PEFT)")
     add_device_flag(parser)
@@ -228,6 +242,7 @@ def check_generation(
         eta=args.eta, seed=args.seed, **extra,
     )  # fmt: skip
     device = pick_device(args.device)
+    use_attention_flag(args.attention, device)
     model = resolve(base_model(args))
     facts = ModelFacts.of(model)
     size = facts.sample_size * facts.downscale  # the model's default; 0 is checked, not replaced
@@ -243,6 +258,28 @@ def check_generation(
     checks.steps_fit(args.steps, args.scheduler, facts.schedule_length, facts.lcm_steps)
     check_memory(args, device, height, width, req.frames, req.num_images, facts)
     return options, model, device
+
+
+def use_attention_flag(name: str, device) -> None:
+    """--attention: the process's attention kernel, set before any model loads."""
+    from spacetime.errors import ArgumentValueError
+    from spacetime.models.attention import set_attention_backend, xformers_available
+
+    if name == "xformers" and not (device.type == "cuda" and xformers_available()):
+        raise ArgumentValueError(
+            "--attention xformers runs on CUDA with xformers installed "
+            f"(`pip install spacetime[xformers]`); this run is on {device.type}"
+            + ("" if xformers_available() else " without xformers")
+        )
+    set_attention_backend(name)
+
+
+def report_device(device) -> None:
+    """What a finished run used of its accelerator: the CUDA memory peak (nothing on CPU)."""
+    if device.type == "cuda":
+        import torch
+
+        print(f"peak CUDA memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
 
 
 def check_memory(args, device, height: int, width: int, frames: int, batch: int, facts) -> None:

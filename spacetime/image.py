@@ -13,6 +13,7 @@ from spacetime.cli import (
     entry_point,
     load_loras,
     progress_bar,
+    report_device,
     run,
     sdedit_options,
     set_schedule,
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         for path, pixels in zip(numbered(args.out, len(images)), images, strict=True):
             write_image(path, pixels)
             print(f"wrote {path}")
+        report_device(device)
 
     run(body)
 

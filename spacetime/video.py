@@ -15,6 +15,7 @@ from spacetime.cli import (
     entry_point,
     load_loras,
     progress_bar,
+    report_device,
     run,
     sdedit_options,
     set_schedule,
@@ -280,6 +281,7 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"wrote {args.out} ({clip.shape[0]} frames, {clip.shape[2]}x{clip.shape[1]}, {args.fps} fps)"
         )
+        report_device(device)
 
     run(body)
 

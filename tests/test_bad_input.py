@@ -86,6 +86,7 @@ SAMPLING_CASES = [
     (["--guidance", "-2"], "guidance must be >= 0, got -2.0"),
     (["--eta", "nan"], "eta must be a finite number, got nan"),
     (["--eta", "-1"], "eta must be >= 0, got -1.0"),
+    (["--attention", "xformers"], "--attention xformers runs on CUDA with xformers installed"),
     (["--eta", "0.5", "--scheduler", "euler"], "eta applies to the ddim sampler only, not euler"),
     (["--eta", "0.5", "--scheduler", "dpm++"], "eta applies to the ddim sampler only, not dpm++"),
     (["--karras"], "karras sigmas apply to euler, euler-a, dpm++, not the ddim sampler"),

@@ -57,6 +57,23 @@ def test_single_file_checkpoint_gives_the_same_image(model, tmp_path, capsys):
     assert np.array_equal(a, b)
 
 
+def test_every_attention_kernel_gives_the_same_image(model, tmp_path, capsys, monkeypatch):
+    from spacetime.models import attention
+
+    # The flag sets a process-wide switch; put it back for the tests that follow in this process.
+    monkeypatch.setattr(attention, "_backend", attention._backend)
+    monkeypatch.setattr(attention, "_slice_size", 7)  # several query chunks at 32x48
+    common = ["a red circle", "--model", model, "--steps", "2", "--height", "32", "--width", "48",
+              "--precision", "fp32"]  # fmt: skip
+    for kernel in ("sdpa", "sliced"):
+        code, _, _ = run_cli([*common, "--attention", kernel, "--out", tmp_path / f"{kernel}.png"],
+                             capsys)  # fmt: skip
+        assert code == 0
+        assert attention._backend == kernel
+    sdpa, sliced = (np.asarray(Image.open(tmp_path / f"{k}.png"), int) for k in ("sdpa", "sliced"))
+    assert np.abs(sdpa - sliced).max() <= 1
+
+
 @pytest.mark.parametrize("damage", ["missing", "truncated", "garbage", "wrong-shape"])
 def test_bad_checkpoints_are_one_line_and_write_nothing(model, tmp_path, capsys, damage):
     single = tmp_path / "m.safetensors"

@@ -320,14 +320,19 @@ BUILD_SEED = 0
 SPEC_VERSION = 1  # bump when the build recipe changes, so cached checkpoints are rebuilt
 
 
-def spec_hash() -> str:
-    spec = json.dumps([UNET, VAE, TEXT, SCHEDULER, BUILD_SEED, SPEC_VERSION], sort_keys=True)
+# SD 1.5's own U-Net shape (~860M parameters): the GPU comparison's (tools/gpu_video.py)
+SD15_UNET = dict(SD_MID_UNET, block_out_channels=(320, 640, 1280, 1280), sample_size=64)
+
+
+def spec_hash(unet: dict = UNET) -> str:
+    spec = json.dumps([unet, VAE, TEXT, SCHEDULER, BUILD_SEED, SPEC_VERSION], sort_keys=True)
     return hashlib.sha256(spec.encode()).hexdigest()[:12]
 
 
-def build_checkpoint(workdir: Path, rebuild: bool = False) -> tuple[Path, dict]:
-    """A random-weight diffusers StableDiffusionPipeline folder, built once and cached."""
-    folder = workdir / f"model-{spec_hash()}"
+def build_checkpoint(workdir: Path, rebuild: bool = False, unet: dict = UNET) -> tuple[Path, dict]:
+    """A random-weight diffusers StableDiffusionPipeline folder with U-Net `unet` (default the
+    mid-size one), built once and cached."""
+    folder = workdir / f"model-{spec_hash(unet)}"
     info_path = folder / "bench_info.json"
     if info_path.is_file() and not rebuild:
         return folder, json.loads(info_path.read_text())
@@ -342,7 +347,8 @@ def build_checkpoint(workdir: Path, rebuild: bool = False) -> tuple[Path, dict]:
 
     log(f"building the random-weight checkpoint in {folder}")
     torch.manual_seed(BUILD_SEED)
-    unet = UNet2DConditionModel(**UNET).eval()
+    unet_config = unet
+    unet = UNet2DConditionModel(**unet_config).eval()
     vae = AutoencoderKL(**VAE).eval()
     text = CLIPTextModel(CLIPTextConfig(**TEXT)).eval()
     tokenizer, tokenizer_source = _tokenizer(workdir)
@@ -358,7 +364,7 @@ def build_checkpoint(workdir: Path, rebuild: bool = False) -> tuple[Path, dict]:
         "vae_decoder_params": count(vae.decoder) + count(vae.post_quant_conv),
         "text_params": count(text),
         "tokenizer": tokenizer_source,
-        "spec": spec_hash(),
+        "spec": spec_hash(unet_config),
     }
     tmp = workdir / f".{folder.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -389,3 +395,70 @@ def _tokenizer(workdir: Path):
     (folder / "merges.txt").write_text("#version: 0.2\n")
     tok = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
     return tok, "character-level (handwritten vocab)"
+
+
+# --- whole-process clips, one child process per contender (tools/bench_scripts/*_video_phases.py) ---
+
+BENCH_SCRIPTS = Path(__file__).resolve().parent / "bench_scripts"
+CLIP_PROMPT = "a red circle moving right"
+
+
+def motion_adapter(workdir: Path, unet: dict) -> tuple[Path, int]:
+    """A random MotionAdapter at the U-Net's widths (AnimateDiff v2's layout), built once."""
+    widths = "-".join(str(c) for c in unet["block_out_channels"])
+    folder = workdir / f"motion-adapter-{widths}"
+    info = folder / "bench_info.json"
+    if info.is_file():
+        return folder, json.loads(info.read_text())["params"]
+    import torch
+    from diffusers import MotionAdapter
+
+    torch.manual_seed(1)
+    adapter = MotionAdapter(
+        block_out_channels=tuple(unet["block_out_channels"]),
+        motion_layers_per_block=unet["layers_per_block"],
+        motion_num_attention_heads=8,
+        motion_norm_num_groups=32,
+        motion_max_seq_length=32,
+        use_motion_mid_block=True,
+    )
+    adapter.save_pretrained(str(folder))
+    params = sum(p.numel() for p in adapter.parameters())
+    info.write_text(json.dumps({"params": params}))
+    return folder, params
+
+
+def clip_command(
+    lib: str, precision: str, model: Path, motion: Path, out: Path, run: dict,
+    device: str = "cpu", profile: bool = False, extra: tuple[str, ...] = (),
+) -> list[str]:  # fmt: skip
+    """The child process that makes one clip with `lib` (spacetime | diffusers) and reports its
+    phases; `run` holds frames, steps, height, width, guidance and seed."""
+    flags = [str(v) for k, v in run.items() for v in (f"--{k}", v)]
+    script = BENCH_SCRIPTS / f"{lib}_video_phases.py"
+    cmd = [sys.executable, str(script), CLIP_PROMPT, "--model", str(model), "--motion", str(motion),
+           "--precision", precision, "--device", device, "--out", str(out), *flags, *extra]  # fmt: skip
+    if lib == "spacetime":
+        cmd += ["--free-init", "0", "--scheduler", "ddim"]
+    return cmd + (["--profile-unet"] if profile else [])
+
+
+def parse_report(stderr: str, key: str) -> dict | None:
+    """The JSON a child printed on stderr after `key` (BENCH_PHASES, BENCH_PROFILE)."""
+    for line in stderr.splitlines():
+        if line.startswith(key + " "):
+            return json.loads(line[len(key) + 1 :])
+    return None
+
+
+def clip_phases(t: dict) -> dict:
+    """Seconds per phase from a child's timestamps."""
+    return {
+        "imports": t["imported"] - t["start"],
+        "loading": t["loaded"] - t["imported"],
+        "text encoding": t["encoded"] - t["loaded"],
+        "sampling": t["last_step"] - t["encoded"],
+        "VAE decode": t["decoded"] - t["last_step"],
+        "writing": t["saved"] - t["decoded"],
+        "total": t["saved"] - t["start"],
+    }

@@ -25,11 +25,19 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from _shared import ROOT, build_checkpoint, cpu_name, log, write_section
+from _shared import (
+    ROOT,
+    build_checkpoint,
+    clip_command,
+    clip_phases,
+    cpu_name,
+    log,
+    motion_adapter,
+    parse_report,
+    write_section,
+)
 
 HEADING = "## Video profile: where a clip's time goes"
-SCRIPTS = Path(__file__).resolve().parent / "bench_scripts"
-PROMPT = "a red circle moving right"
 RUN = dict(frames=16, steps=10, height=128, width=128, guidance=7.5, seed=0)
 CONTENDERS = {
     "spacetime auto": ("spacetime", "auto"),
@@ -39,60 +47,6 @@ CONTENDERS = {
 }
 PARTS = ("attention", "group/layer norm", "activations & elementwise", "convolution", "linear",
          "copies & layout", "other")  # fmt: skip
-
-
-def motion_adapter(workdir: Path, unet: dict) -> tuple[Path, int]:
-    """A random MotionAdapter at the U-Net's widths (AnimateDiff v2's layout), built once."""
-    folder = workdir / "motion-adapter"
-    info = folder / "bench_info.json"
-    if info.is_file():
-        return folder, json.loads(info.read_text())["params"]
-    import torch
-    from diffusers import MotionAdapter
-
-    torch.manual_seed(1)
-    adapter = MotionAdapter(
-        block_out_channels=tuple(unet["block_out_channels"]),
-        motion_layers_per_block=unet["layers_per_block"],
-        motion_num_attention_heads=8,
-        motion_norm_num_groups=32,
-        motion_max_seq_length=32,
-        use_motion_mid_block=True,
-    )
-    adapter.save_pretrained(str(folder))
-    params = sum(p.numel() for p in adapter.parameters())
-    info.write_text(json.dumps({"params": params}))
-    return folder, params
-
-
-def command(lib: str, precision: str, model: Path, motion: Path, out: Path, profile: bool):
-    run = [str(v) for k, v in RUN.items() for v in (f"--{k}", v)]
-    script = SCRIPTS / f"{lib}_video_phases.py"
-    cmd = [sys.executable, str(script), PROMPT, "--model", str(model), "--motion", str(motion),
-           "--precision", precision, "--out", str(out), *run]  # fmt: skip
-    if lib == "spacetime":
-        cmd += ["--free-init", "0", "--scheduler", "ddim"]
-    return cmd + (["--profile-unet"] if profile else [])
-
-
-def parse(stderr: str, key: str) -> dict | None:
-    for line in stderr.splitlines():
-        if line.startswith(key + " "):
-            return json.loads(line[len(key) + 1 :])
-    return None
-
-
-def phases(t: dict) -> dict:
-    """Seconds per phase from a run's timestamps."""
-    return {
-        "imports": t["imported"] - t["start"],
-        "loading": t["loaded"] - t["imported"],
-        "text encoding": t["encoded"] - t["loaded"],
-        "sampling": t["last_step"] - t["encoded"],
-        "VAE decode": t["decoded"] - t["last_step"],
-        "writing": t["saved"] - t["decoded"],
-        "total": t["saved"] - t["start"],
-    }
 
 
 def main() -> None:
@@ -116,15 +70,16 @@ def main() -> None:
         for name in args.contenders:  # interleaved; the last round runs under the profiler
             lib, precision = CONTENDERS[name]
             profile = r == args.repeats
-            cmd = command(lib, precision, model, motion, args.workdir / f"clip-{lib}.gif", profile)
+            out = args.workdir / f"clip-{lib}.gif"
+            cmd = clip_command(lib, precision, model, motion, out, RUN, profile=profile)
             done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
             if done.returncode:
                 sys.exit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
             if profile:
-                profiles[name] = parse(done.stderr, "BENCH_PROFILE")
+                profiles[name] = parse_report(done.stderr, "BENCH_PROFILE")
                 log(f"{name} profiled: {json.dumps(profiles[name])}")
             else:
-                timings[name].append(phases(parse(done.stderr, "BENCH_PHASES")))
+                timings[name].append(clip_phases(parse_report(done.stderr, "BENCH_PHASES")))
                 log(f"{name}: {timings[name][-1]['total']:.1f} s")
 
     median = {

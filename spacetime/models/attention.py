@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-BACKENDS = ("auto", "sdpa", "xformers", "sliced")
+from spacetime.checks import ATTENTION_BACKENDS as BACKENDS  # torch-free, for --help
 
 # Module-level choice rather than per-layer processors: one switch for the whole process, like a
 # global `torch.backends` flag. `use_attention` scopes it.

@@ -16,8 +16,11 @@ class Phases(dict):
 
     def __init__(self, start: float):
         super().__init__(start=start)
+        self.sync = None  # on CUDA, torch.cuda.synchronize: a phase ends when its kernels do
 
     def mark(self, name: str) -> None:
+        if self.sync is not None:
+            self.sync()
         self[name] = time.time()
 
     def after(self, name: str, fn):
@@ -34,7 +37,8 @@ class Phases(dict):
         """A sampling step ended: the first one, or (so far) the last."""
         self.mark("first_step" if first else "last_step")
 
-    def report(self, profile: dict | None = None) -> None:
-        print("BENCH_PHASES " + json.dumps(self), file=sys.stderr)
+    def report(self, profile: dict | None = None, **facts) -> None:
+        """The timestamps, and `facts` (say, the CUDA memory peak) beside them."""
+        print("BENCH_PHASES " + json.dumps({**self, **facts}), file=sys.stderr)
         if profile is not None:
             print("BENCH_PROFILE " + json.dumps(profile), file=sys.stderr)

@@ -1,5 +1,6 @@
 """Minimal diffusers text-to-video: `AnimateDiffPipeline` over an SD folder and a MotionAdapter,
-DDIM as the checkpoint configures it, frames written as a GIF. Timestamps per phase, and with
+DDIM as the checkpoint configures it, frames written as a GIF; on CPU or CUDA, fp32, fp16 weights
+(diffusers' `torch_dtype`, as GPU users run it) or bf16 autocast. Timestamps per phase, and with
 --profile-unet the sampling under the CPU profiler, go to stderr (tools/profile_video.py reads
 them).
 """
@@ -27,13 +28,18 @@ p.add_argument("--height", type=int, default=128)
 p.add_argument("--width", type=int, default=128)
 p.add_argument("--guidance", type=float, default=7.5)
 p.add_argument("--seed", type=int, default=0)
-p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32")
+p.add_argument("--device", default="cpu")
 p.add_argument("--out", default="clip.gif")
 p.add_argument("--profile-unet", action="store_true")
 a = p.parse_args()
+dtype = torch.float16 if a.precision == "fp16" else torch.float32
 pipe = AnimateDiffPipeline.from_pretrained(
-    a.model, motion_adapter=MotionAdapter.from_pretrained(a.motion)
-)
+    a.model, motion_adapter=MotionAdapter.from_pretrained(a.motion, torch_dtype=dtype),
+    torch_dtype=dtype,
+).to(a.device)  # fmt: skip
+if a.device.startswith("cuda"):
+    T.sync = torch.cuda.synchronize
 pipe.set_progress_bar_config(disable=True)
 T.mark("loaded")
 
@@ -46,7 +52,7 @@ def on_step(pipe, i, t, kwargs):
 pipe.encode_prompt = T.after("encoded", pipe.encode_prompt)
 pipe.decode_latents = T.after("decoded", pipe.decode_latents)
 ctx = (
-    torch.autocast("cpu", dtype=torch.bfloat16)
+    torch.autocast(torch.device(a.device).type, dtype=torch.bfloat16)
     if a.precision == "bf16"
     else contextlib.nullcontext()
 )
@@ -71,4 +77,5 @@ else:
     frames = generate()
 export_to_gif(frames, a.out, fps=8)
 T.mark("saved")
-T.report(summary)
+cuda = a.device.startswith("cuda")
+T.report(summary, peak_gib=torch.cuda.max_memory_allocated() / 2**30 if cuda else None)

@@ -10,6 +10,7 @@ import sys  # noqa: E402  (after the first timestamp: import time is a phase)
 
 from _phases import Phases  # noqa: E402
 
+from spacetime.cli import use_attention_flag  # noqa: E402
 from spacetime.devices import pick_device  # noqa: E402
 from spacetime.media import check_video_target, write_video  # noqa: E402
 from spacetime.pipelines.video import VideoPipeline  # noqa: E402
@@ -20,7 +21,13 @@ T.mark("imported")
 profile = "--profile-unet" in sys.argv
 a = parser().parse_args([v for v in sys.argv[1:] if v != "--profile-unet"])
 check_video_target(a.out)
-pipe = VideoPipeline.from_pretrained(a.model, pick_device(a.device), a.precision, a.motion)
+device = pick_device(a.device)
+use_attention_flag(a.attention, device)
+if device.type == "cuda":
+    import torch
+
+    T.sync = torch.cuda.synchronize
+pipe = VideoPipeline.from_pretrained(a.model, device, a.precision, a.motion)
 T.mark("loaded")
 pipe.encode_prompts = T.after("encoded", pipe.encode_prompts)
 pipe.decode = T.after("decoded", pipe.decode)
@@ -43,4 +50,7 @@ else:
     clip = generate()
 write_video(a.out, clip, a.fps or 8)
 T.mark("saved")
-T.report(summary)
+if device.type == "cuda":
+    T.report(summary, peak_gib=torch.cuda.max_memory_allocated() / 2**30)
+else:
+    T.report(summary)
