@@ -24,6 +24,7 @@ results-video.json in the work folder. diffusers is imported here only; spacetim
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import json
 import os
@@ -167,11 +168,23 @@ def bench_time(
 # --- one motion-U-Net call against diffusers ---------------------------------------------------
 
 
+def bf16_matmul_peak(n: int = 2048, repeats: int = 7) -> float:
+    """FLOP/s of this machine's bf16 matrix multiply: the best of `repeats` n x n x n products
+    (oneDNN's bf16 GEMM; AMX or AVX512-BF16), the ceiling a U-Net's bf16 layers work against."""
+    import torch
+
+    a, b = (torch.randn(n, n).to(torch.bfloat16) for _ in range(2))
+    torch.mm(a, b)
+    best = min(timed(lambda: torch.mm(a, b))[1] for _ in range(repeats))
+    return 2 * n**3 / best
+
+
 def bench_unet(name: str, frames: int, warmup: int, repeats: int, max_share: float) -> dict:
     """Seconds per fp32 call of diffusers' UNetMotionModel and spacetime's inflated U-Net on the
     same weights and inputs, alternating them; plus their largest output difference."""
     import torch
     from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
+    from torch.utils.flop_counter import FlopCounterMode
 
     from spacetime.formats.diffusers import build_unet
     from spacetime.formats.load import default_model
@@ -205,11 +218,25 @@ def bench_unet(name: str, frames: int, warmup: int, repeats: int, max_share: flo
     t = torch.tensor(501)
     # diffusers' AnimateDiffPipeline repeats the prompt per frame; our U-Net does it inside.
     per_frame = context.repeat_interleave(frames, dim=0)
+    # spacetime's `auto` on a bf16 CPU: bf16 weights; diffusers' CPU users: bf16 autocast.
+    ours_bf16 = copy.deepcopy(ours).to(torch.bfloat16)
+    x16, context16 = x.to(torch.bfloat16), context.to(torch.bfloat16)
+
+    def autocast(fn):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return fn()
+
     contenders = {
         "diffusers UNetMotionModel": lambda: ref(x, t, encoder_hidden_states=per_frame).sample,
         "spacetime inflated U-Net": lambda: ours(x, t, context),
+        "diffusers bf16 autocast": lambda: autocast(
+            lambda: ref(x, t, encoder_hidden_states=per_frame).sample
+        ),
+        "spacetime bf16": lambda: ours_bf16(x16, t, context16),
     }
     with torch.no_grad():
+        with FlopCounterMode(display=False) as flops:
+            ours(x, t, context)
         outputs = {n: fn() for n, fn in contenders.items()}
         for _ in range(warmup - 1):
             for fn in contenders.values():
@@ -219,7 +246,7 @@ def bench_unet(name: str, frames: int, warmup: int, repeats: int, max_share: flo
         for r in range(3 * repeats):
             if all(len(s.clean) >= repeats for s in samples.values()):
                 break
-            for n in names[r % 2 :] + names[: r % 2]:  # alternate who goes first
+            for n in names[r % len(names) :] + names[: r % len(names)]:  # rotate who goes first
                 _, wall, share = timed(contenders[n])
                 samples[n].add(wall, share)
     want, got = outputs["diffusers UNetMotionModel"], outputs["spacetime inflated U-Net"]
@@ -227,6 +254,8 @@ def bench_unet(name: str, frames: int, warmup: int, repeats: int, max_share: flo
     for n, s in samples.items():
         log(f"  {name}: {n} {s.median():.3f} s/call ({s.median() / base:.2f}x)")
     return {
+        "flops": flops.get_total_flops(),
+        "bf16_matmul_peak": bf16_matmul_peak(),
         "size": spec["size"],
         "frames": frames,
         "params": params,
@@ -234,6 +263,7 @@ def bench_unet(name: str, frames: int, warmup: int, repeats: int, max_share: flo
         "heads": heads,
         "samples": {n: s.summary() for n, s in samples.items()},
         "ratio": samples["spacetime inflated U-Net"].median() / base,
+        "bf16_max_abs_diff": (outputs["spacetime bf16"].float() - want).abs().max().item(),
         "max_abs_diff": (got - want).abs().max().item(),
         "output_std": want.std().item(),
         "torch_threads": torch.get_num_threads(),
@@ -320,6 +350,29 @@ def render(r: dict) -> str:
             f"{d['median_s']:.3f} | {s['median_s']:.3f} | {u['ratio']:.2f}x | "
             f"{d['clean']}+{s['clean']} / {len(d['runs']) + len(s['runs'])} | "
             f"{u['max_abs_diff']:.1e} ({u['output_std']:.2f}) |"
+        )
+    lines += [
+        "",
+        "### The same call in bf16, and its share of the bf16 matrix-multiply peak",
+        "",
+        "spacetime bf16: the U-Net's weights in bf16, as precision `auto` runs on this CPU; "
+        'diffusers: fp32 weights under `torch.autocast("cpu", torch.bfloat16)`. FLOPs: '
+        "`torch.utils.flop_counter` over one call (matrix multiplies, convolutions, attention). "
+        "Peak: the best bf16 2048x2048x2048 `torch.mm` on this machine. Share of peak = FLOPs / "
+        "seconds / peak.",
+        "",
+        "| U-Net | GFLOP / call | bf16 mm peak GFLOP/s | diffusers bf16 autocast s | spacetime bf16 s | spacetime bf16 / diffusers fp32 | share of peak: diffusers autocast | share of peak: spacetime bf16 | spacetime bf16 max abs diff |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, u in r["unet"].items():
+        d32 = u["samples"]["diffusers UNetMotionModel"]["median_s"]
+        d16 = u["samples"]["diffusers bf16 autocast"]["median_s"]
+        s16 = u["samples"]["spacetime bf16"]["median_s"]
+        flops, peak = u["flops"], u["bf16_matmul_peak"]
+        lines.append(
+            f"| {name} | {u['flops'] / 1e9:.1f} | {u['bf16_matmul_peak'] / 1e9:.0f} | {d16:.3f} | "
+            f"{s16:.3f} | {s16 / d32:.2f}x | {100 * flops / d16 / peak:.0f}% | {100 * flops / s16 / peak:.0f}% | "
+            f"{u['bf16_max_abs_diff']:.1e} |"
         )
     lines.append("")
     return "\n".join(lines)
