@@ -7,7 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from spacetime.cli import Parser, add_device_flag, entry_point, run, warn_unknown_words
-from spacetime.threed import DEFAULT_STEPS
+from spacetime.threed import DEFAULT_STEPS, DEFAULT_TEXTURE_SIZE
 
 
 def parser() -> Parser:
@@ -18,7 +18,11 @@ def parser() -> Parser:
     )
     p.add_argument("prompt", help="what to make, e.g. 'a red cube'")
     p.add_argument(
-        "--out", type=Path, default=Path("mesh.glb"), help="output mesh: .glb (default), .obj, .ply"
+        "--out",
+        type=Path,
+        default=Path("mesh.glb"),
+        help="output mesh: .glb (default; textured, with vertex colours too), .obj (textured: "
+        "writes NAME.mtl and NAME_albedo.png beside it), .ply (vertex colours)",
     )
     p.add_argument(
         "--steps",
@@ -40,12 +44,33 @@ def parser() -> Parser:
         help="marching-cubes lattice points per axis, 8 to 512 (default 128)",
     )
     p.add_argument(
+        "--texture-size",
+        type=int,
+        default=DEFAULT_TEXTURE_SIZE,
+        help="side in pixels of the PNG texture the colour is baked into (.glb, .obj): a power of "
+        f"two from 16 to 8192, or 0 for vertex colours only (default {DEFAULT_TEXTURE_SIZE})",
+    )
+    p.add_argument(
         "--preview", type=Path, default=None, help="also write a turntable of the mesh (.mp4, .gif)"
     )
     p.add_argument(
         "--model",
         help="diffusers folder, single-file .safetensors/.ckpt, or hub id; default: the multi-view "
         "model shipped in the package (the image model with --single-view)",
+    )
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="seconds instead of minutes: the multi-view model's four views read by a "
+        "feed-forward reconstructor in one pass (LRM/LGM-style; the shipped one reads the shipped "
+        "multi-view model), no score distillation",
+    )
+    p.add_argument(
+        "--init",
+        choices=("auto", "sphere", "fast"),
+        default="auto",
+        help="where score distillation starts: the fast path's shape (fast), a sphere, or auto "
+        "(fast with the shipped models, else sphere)",
     )
     p.add_argument(
         "--single-view",
@@ -89,9 +114,11 @@ def main(argv: list[str] | None = None) -> None:
         # Everything that can be wrong with the request fails here, before a model loads.
         check_arguments(
             args.prompt, args.negative_prompt, args.steps, args.seed, args.guidance,
-            args.resolution, args.single_view,
+            args.resolution, args.single_view, args.texture_size,
         )  # fmt: skip
         check_mesh_target(args.out)
+        # A .ply holds vertex colours only: no texture to bake.
+        texture_size = 0 if args.out.suffix.lower() == ".ply" else args.texture_size
         if args.preview is not None:
             if args.preview.suffix == "":  # a turntable is one file, never a folder of frames
                 raise SpacetimeError(
@@ -101,6 +128,26 @@ def main(argv: list[str] | None = None) -> None:
         device = pick_device(args.device)
         from spacetime.threed.pipeline import default_model_for, load_model, text_to_mesh
 
+        wants_fast = args.fast or args.init == "fast"
+        if wants_fast and args.single_view:
+            raise SpacetimeError(
+                "--fast and --init fast read a multi-view model: not --single-view"
+            )
+        if wants_fast and args.model:
+            raise SpacetimeError(
+                "--fast and --init fast use the shipped reconstructor, which reads the shipped "
+                "multi-view model's views: leave out --model"
+            )
+        from spacetime.formats.load import default_model
+
+        reconstructor = None
+        if not args.model and not args.single_view and args.init != "sphere":
+            if default_model("reconstructor") is not None:
+                from spacetime.threed.pipeline import default_reconstructor
+
+                reconstructor = default_reconstructor()
+            elif wants_fast:
+                raise SpacetimeError("this install has no shipped reconstructor for --fast")
         model = resolve(args.model or default_model_for(args.single_view))
         components = load_model(model, device)
         # The shared warning reads a pipeline's components; a namespace stands in for one.
@@ -122,16 +169,22 @@ def main(argv: list[str] | None = None) -> None:
 
         bar = loss_bar("distilling")
         mesh = text_to_mesh(
-            args.prompt, components, steps=args.steps, seed=args.seed, guidance=args.guidance,
+            args.prompt, components, fast=args.fast, init=args.init, reconstructor=reconstructor,
+            steps=args.steps, seed=args.seed, guidance=args.guidance,
             resolution=args.resolution, single_view=args.single_view,
-            negative_prompt=args.negative_prompt, progress=progress,
+            negative_prompt=args.negative_prompt, texture_size=texture_size, progress=progress,
         )  # fmt: skip
         if skipped:
             print(f"warning: {skipped} steps skipped for non-finite gradients", file=sys.stderr)
         from spacetime.threed.export import write_mesh
 
         write_mesh(mesh, args.out)
-        print(f"wrote {args.out} ({len(mesh.vertices)} vertices, {len(mesh.faces)} faces)")
+        texture = f", a {texture_size}x{texture_size} texture" if texture_size else ""
+        print(f"wrote {args.out} ({len(mesh.vertices)} vertices, {len(mesh.faces)} faces{texture})")
+        if texture_size and args.out.suffix.lower() == ".obj":
+            from spacetime.threed.export import obj_companions
+
+            print(f"wrote {', '.join(map(str, obj_companions(args.out)))}")
         if args.preview is not None:
             from spacetime.media import write_video
             from spacetime.threed.rasterise import turntable

@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 PREFIX = ".spacetime-tmp-"
@@ -34,6 +35,39 @@ def temp_folder(folder: Path) -> Path:
     """A new empty folder in `folder`."""
     clear_stale(folder)
     return Path(tempfile.mkdtemp(dir=folder, prefix=_prefix()))
+
+
+def write_together(files: Mapping[Path, bytes]) -> None:
+    """Write files that belong together (a mesh and the material and texture it names): each
+    through a temporary sibling, renamed into place in the given order only once all are written,
+    so put last the file that names the others. On any failure the temporaries, and whatever this
+    call had already renamed into place, are removed."""
+    temporaries: dict[Path, Path] = {}
+    placed: list[Path] = []
+    try:
+        for path, data in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporaries[path] = tmp = temp_file(path.parent)
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())  # the data is on disk before the name points at it
+            # mkstemp's files are private (0600); these get the mode any new file gets.
+            os.chmod(tmp, 0o666 & ~umask())
+        for path, tmp in temporaries.items():
+            os.replace(tmp, path)
+            placed.append(path)
+    except BaseException:
+        for path in [*temporaries.values(), *placed]:
+            path.unlink(missing_ok=True)
+        raise
+
+
+def umask() -> int:
+    """The process's umask (reading it means setting it, so set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def clear_stale(folder: Path) -> list[Path]:

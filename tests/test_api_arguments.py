@@ -74,6 +74,8 @@ def test_prompts_must_be_text(pipe, prompt, negative, message):
         (lambda: text_to_mesh("a red cube", steps=10**9), ArgumentValueError, "steps must be in"),
         (lambda: text_to_mesh("a red cube", guidance=float("nan")), ArgumentValueError, "finite"),
         (lambda: text_to_mesh("a red cube", resolution=4), ArgumentValueError, "resolution"),
+        (lambda: text_to_mesh("a red cube", texture_size=100), ArgumentValueError, "texture_size"),
+        (lambda: text_to_mesh("a red cube", texture_size="1k"), ArgumentTypeError, "texture_size"),
         (lambda: text_to_mesh("a red cube", model=3), ArgumentTypeError, "model must be a path"),
         (lambda: text_to_mesh("a red cube", device="gpu"), ArgumentValueError, "device must be"),
     ],

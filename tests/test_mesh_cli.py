@@ -30,7 +30,7 @@ def run_cli(args, capsys):
     return in_process.run_cli(main, args, capsys)
 
 
-def test_writes_a_coloured_glb_and_a_turntable(model, tmp_path, capsys):
+def test_writes_a_textured_glb_and_a_turntable(model, tmp_path, capsys):
     out, preview = tmp_path / "sub" / "cube.glb", tmp_path / "turn.gif"
     code, stdout, stderr = run_cli(
         ["a red cube", "--model", model, "--steps", "2", "--resolution", "24", "--out", out,
@@ -38,21 +38,47 @@ def test_writes_a_coloured_glb_and_a_turntable(model, tmp_path, capsys):
     )  # fmt: skip
     assert code == 0, stderr
     assert f"wrote {out}" in stdout and f"wrote {preview}" in stdout
+    assert "a 1024x1024 texture" in stdout  # the default
     assert "distilling" in stderr and "loss=" in stderr  # the progress bar shows the loss
     assert "no camera conditioning" in stderr  # the tiny model is a plain image model
     mesh = trimesh.load(out, process=False, force="mesh")
-    assert len(mesh.faces) > 0 and mesh.visual.kind == "vertex"
+    assert len(mesh.faces) > 0 and mesh.visual.kind == "texture"
+    assert mesh.visual.material.baseColorTexture.size == (1024, 1024)
+    assert mesh.vertex_attributes["_ALBEDO"].shape == (len(mesh.vertices), 4)
     assert Image.open(preview).n_frames > 1
 
 
-def test_single_view_writes_obj(model, tmp_path, capsys):
-    out = tmp_path / "m.obj"
-    code, _, stderr = run_cli(
+def test_texture_size_zero_writes_vertex_colours_only(model, tmp_path, capsys):
+    out = tmp_path / "m.glb"
+    code, stdout, stderr = run_cli(
         ["a red cube", "--model", model, "--steps", "1", "--resolution", "16", "--out", out,
-         "--single-view", "--guidance", "20"], capsys,
+         "--texture-size", "0"], capsys,
     )  # fmt: skip
     assert code == 0, stderr
-    assert len(trimesh.load(out, process=False, force="mesh").vertices) > 0
+    assert stdout.strip().endswith("faces)")  # no texture
+    assert trimesh.load(out, process=False, force="mesh").visual.kind == "vertex"
+
+
+@pytest.mark.parametrize("size", ["100", "8", "16384", "-1"])
+def test_bad_texture_size_is_one_line_and_writes_nothing(tmp_path, capsys, size):
+    out = tmp_path / "m.glb"
+    code, _, stderr = run_cli(["a red cube", "--out", out, "--texture-size", size], capsys)
+    assert code == 2 and "texture_size" in stderr and size in stderr
+    assert len(stderr.strip().splitlines()) == 1
+    assert not any(tmp_path.iterdir())
+
+
+def test_single_view_writes_a_textured_obj(model, tmp_path, capsys):
+    out = tmp_path / "m.obj"
+    code, stdout, stderr = run_cli(
+        ["a red cube", "--model", model, "--steps", "1", "--resolution", "16", "--out", out,
+         "--single-view", "--guidance", "20", "--texture-size", "64"], capsys,
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.mtl", "m.obj", "m_albedo.png"]
+    assert f"wrote {tmp_path / 'm.mtl'}, {tmp_path / 'm_albedo.png'}" in stdout
+    mesh = trimesh.load(out, process=False, force="mesh")
+    assert len(mesh.vertices) > 0 and mesh.visual.material.image.size == (64, 64)
     assert "no camera conditioning" not in stderr
 
 

@@ -23,6 +23,7 @@ from spacetime.train.config import (
     LoRATraining,
     MotionTraining,
     MultiViewTraining,
+    ReconstructorTraining,
     TextToImageTraining,
     VAETraining,
     VideoVAETraining,
@@ -67,7 +68,7 @@ def _known(cls) -> str:
         ({"task": "video_vae", "vae": "v", "views": 4, "base": "b"},
          "unknown video_vae config keys: base, views " + _known(VideoVAETraining)),
         ({"task": "gan"}, "task must be one of vae, text2image, motion, video_vae, multiview, "
-                          "lora, lcm, controlnet, got 'gan'"),
+                          "lora, lcm, controlnet, reconstructor, got 'gan'"),
         ({"steps": 1.7}, "steps must be an int, got 1.7"),
         ({"steps": "many"}, "steps must be an int, got 'many'"),
         ({"steps": True}, "steps must be an int, got True"),
@@ -127,7 +128,8 @@ def test_every_shipped_config_loads_as_its_tasks_class():
     expected = {"vae": VAETraining, "text2image": TextToImageTraining, "motion": MotionTraining,
                 "video_vae": VideoVAETraining, "multiview": MultiViewTraining,
                 "lora": LoRATraining, "lcm": ConsistencyTraining,
-                "controlnet": ControlNetTraining}  # fmt: skip
+                "controlnet": ControlNetTraining,
+                "reconstructor": ReconstructorTraining}  # fmt: skip
     assert expected == CONFIGS and set(TASKS) == set(CONFIGS)
     seen = set()
     for path in sorted((ROOT / "configs").glob("*.yaml")):

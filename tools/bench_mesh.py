@@ -1,17 +1,24 @@
-"""Prompt → mesh on the world's primitives: multi-view against single-view score distillation.
+"""Prompt → mesh on the world's primitives: the fast path and the quality path against the truth.
 
-    python tools/bench_mesh.py                      # 5 solids × 3 colours, both modes, 2 jobs
-    python tools/bench_mesh.py --modes single-view  # one mode (results accumulate, resumable)
+    python tools/bench_mesh.py                      # 5 solids × 3 colours, fast and quality, 2 jobs
+    python tools/bench_mesh.py --modes fast         # one mode (results accumulate, resumable)
     python tools/bench_mesh.py --report             # only rewrite the tables from the results
 
-For every colour × solid prompt (`a red cube`) and mode, `text_to_mesh` with the shipped models
-(multi-view: the default multi-view model; single-view: the default image model with
-view-dependent prompts), then the exported mesh against the world's ground-truth primitive: volume
-IoU and Chamfer distance, and the 3D oracle's reading of the mesh rendered from 8 novel cameras
-(elevation 15°, azimuths 22.5° + 45°k: off the training grid). A prompt is recognised when the
-most common reading is its solid and colour. Each job's wall time covers prompt → .glb written
-(load, optimise, marching cubes, export). Writes docs/mesh_results.json, the "Text to mesh" section
-of docs/benchmarks.md and of the multi-view model card, and README turntables (docs/images/).
+For every colour × solid prompt (`a red cube`) and mode, `text_to_mesh` with the shipped models:
+- fast: the multi-view model's four views → the feed-forward reconstructor → a mesh (`--fast`);
+- quality: score distillation with the multi-view model, starting from the fast result (the CLI's
+  default);
+- multiview / single-view: score distillation from a sphere with the multi-view model, or one view
+  at a time with the image model (the earlier default and its comparison).
+Each exported mesh is compared with the world's ground-truth primitive: volume IoU and Chamfer
+distance, whether it is watertight and how many connected pieces it has, and the 3D oracle's
+reading of the mesh rendered from 8 novel cameras (elevation 15°, azimuths 22.5° + 45°k: off the
+training grid). A prompt is recognised when the most common reading is its solid and colour; its
+colour is right when the most common colour is. Each job's wall time covers prompt → .glb written
+(load, generate or optimise, marching cubes, texture, export). Writes docs/mesh_results.json, the
+"Text to mesh" section of docs/benchmarks.md and of the multi-view model card, and README
+turntables (docs/images/). Results recorded by earlier versions stay in the JSON and the tables
+say which.
 """
 
 from __future__ import annotations
@@ -31,7 +38,10 @@ BENCHMARKS = ROOT / "docs" / "benchmarks.md"
 CARD = ROOT / "spacetime" / "assets" / "default-multiview" / "MODEL_CARD.md"
 IMAGES = ROOT / "docs" / "images"
 SECTION = "## Text to mesh"
-MODES = ("multiview", "single-view")
+MODES = ("fast", "quality", "multiview", "single-view")
+DEFAULT_MODES = ("fast", "quality")
+LABELS = {"fast": "fast", "quality": "quality", "multiview": "SDS from a sphere",
+          "single-view": "single-view"}  # fmt: skip
 SOLIDS = ("sphere", "cube", "cylinder", "cone", "torus")
 COLOURS = ("red", "blue", "yellow")
 PREVIEWS = ("a red cube", "a blue sphere", "a yellow cone", "a red torus", "a blue cylinder")
@@ -58,7 +68,13 @@ def run_job(job: tuple[str, str, int, int]) -> dict:
     torch.set_num_threads(threads)
     spec = parse_primitive_caption(prompt)
     started = time.perf_counter()
-    mesh = text_to_mesh(prompt, seed=seed, single_view=mode == "single-view")
+    options = {
+        "fast": dict(fast=True),
+        "quality": dict(init="fast"),
+        "multiview": dict(init="sphere"),
+        "single-view": dict(single_view=True),
+    }[mode]
+    mesh = text_to_mesh(prompt, seed=seed, **options)
     glb = ROOT / "runs" / "bench-mesh" / f"{mode}-{spec.colour}-{spec.shape}.glb"
     glb.parent.mkdir(parents=True, exist_ok=True)
     write_mesh(mesh, glb)
@@ -74,6 +90,9 @@ def run_job(job: tuple[str, str, int, int]) -> dict:
         "read_colour": reading.colour,
         "read_shape": reading.shape,
         "recognised": reading.colour == spec.colour and reading.shape == spec.shape,
+        "colour_right": reading.colour == spec.colour,
+        "watertight": bool(mesh.is_watertight),
+        "components": len(mesh.split(only_watertight=False)),
         "views_right": sum(
             v.colour == spec.colour and v.shape == spec.shape for v in reading.views
         ),
@@ -82,11 +101,11 @@ def run_job(job: tuple[str, str, int, int]) -> dict:
         "threads": threads,
         "seed": seed,
     }
-    if mode == "multiview" and prompt in PREVIEWS:
+    if mode in ("quality", "fast") and prompt in PREVIEWS:
         from spacetime.media import write_video
         from spacetime.threed.rasterise import turntable
 
-        name = f"mesh_{spec.colour}_{spec.shape}.gif"
+        name = f"mesh_{mode}_{spec.colour}_{spec.shape}.gif"
         write_video(IMAGES / name, turntable(mesh, frames=24, resolution=96), fps=12)
         result["preview"] = f"docs/images/{name}"
     return result
@@ -97,51 +116,78 @@ def load_results() -> dict[str, dict]:
 
 
 def report(results: dict[str, dict], machine: str) -> str:
-    rows, prompts = [], sorted({r["prompt"] for r in results.values()}, key=_order)
-    for prompt in prompts:
-        cells = [prompt]
-        for mode in MODES:
-            r = results.get(f"{mode}|{prompt}")
-            if r is None:
-                cells += ["—"] * 3
-                continue
-            tick = "✓" if r["recognised"] else "✗"
-            cells += [f"{r['iou']:.2f}", f"{r['chamfer']:.3f}",
-                      f"{tick} {r['read_colour']} {r['read_shape']} ({r['views_right']}/8)"]  # fmt: skip
-        rows.append("| " + " | ".join(cells) + " |")
+    prompts = sorted({r["prompt"] for r in results.values()}, key=_order)
     summary = []
     for mode in MODES:
         done = [r for r in results.values() if r["mode"] == mode]
         if not done:
             continue
         times = sorted(r["seconds"] for r in done)
+        solid = [r for r in done if "watertight" in r]
+        one = (
+            f"{sum(r['watertight'] and r['components'] == 1 for r in solid)} / {len(solid)}"
+            if solid
+            else "not recorded"
+        )
+        colour = sum(r.get("colour_right", r["read_colour"] in r["prompt"]) for r in done)
         summary.append(
-            f"| {mode} | {len(done)} | {sum(r['recognised'] for r in done) / len(done):.0%} | "
+            f"| {LABELS[mode]} | {len(done)} | {sum(r['recognised'] for r in done) / len(done):.0%} | "
+            f"{colour} / {len(done)} | {one} | "
             f"{sum(r['iou'] for r in done) / len(done):.3f} | "
             f"{sum(r['chamfer'] for r in done) / len(done):.3f} | "
-            f"{times[len(times) // 2]:.0f} s |"
+            f"{times[len(times) // 2]:.1f} s |"
         )
+    shown = [
+        m for m in MODES if any(r["mode"] == m for r in results.values()) and m != "single-view"
+    ]
+    rows = []
+    for prompt in prompts:
+        cells = [prompt]
+        for mode in shown:
+            r = results.get(f"{mode}|{prompt}")
+            if r is None:
+                cells += ["—"] * 3
+                continue
+            tick = "✓" if r["recognised"] else "✗"
+            solid = (
+                ("1 watertight" if r["watertight"] else "1 open")
+                if r.get("components") == 1
+                else f"{r['components']} pieces"
+                if "components" in r
+                else "—"
+            )
+            cells += [f"{r['iou']:.2f} / {r['chamfer']:.3f}", solid,
+                      f"{tick} {r['read_colour']} {r['read_shape']} ({r['views_right']}/8)"]  # fmt: skip
+        rows.append("| " + " | ".join(cells) + " |")
+    head = " | ".join(
+        f"{LABELS[m]}: IoU / Chamfer | {LABELS[m]}: pieces | {LABELS[m]}: reading" for m in shown
+    )
     previews = sorted(r["preview"] for r in results.values() if r.get("preview"))
     gallery = " ".join(f"![{Path(p).stem}](images/{Path(p).name})" for p in previews)
     return f"""{SECTION}
 
-`python tools/bench_mesh.py` on {machine}: every prompt through `text_to_mesh` (default steps and
-guidance, seed 0) with the shipped multi-view model and, for comparison, single-view SDS on the
-shipped image model. IoU and Chamfer (world units; the primitives fit the unit ball) against the
-world's ground-truth primitive; the 3D oracle reads the mesh rendered from 8 novel cameras
-(elevation 15°, azimuths 22.5° + 45°k) and a prompt counts as recognised when the most common
-reading is its colour and solid. Time: prompt → .glb written, {_threads(results)}.
+`python tools/bench_mesh.py` on {machine}: every prompt through `text_to_mesh` (default settings,
+seed 0) with the shipped models. *fast*: the multi-view model's four views read by the
+feed-forward reconstructor (`--fast`); *quality*: score distillation starting from the fast result
+(the CLI's default); *SDS from a sphere*: score distillation from the initial sphere, as the CLI
+did before (recorded 2026-11-26, before the surface cleanup: watertightness and pieces were not
+recorded then); *single-view*: DreamFusion-style SDS on the image model. IoU and Chamfer (world
+units; the primitives fit the unit ball) against the world's ground-truth primitive; *pieces*:
+connected components of the exported mesh, and whether it is watertight; the 3D oracle reads the
+mesh rendered from 8 novel cameras (elevation 15°, azimuths 22.5° + 45°k) and a prompt counts as
+recognised when the most common reading is its colour and solid. Time: prompt → .glb written,
+{_threads(results)}.
 
-| mode | prompts | recognised | mean IoU | mean Chamfer | median time |
-|---|---|---|---|---|---|
+| mode | prompts | recognised | colour right | one watertight piece | mean IoU | mean Chamfer | median time |
+|---|---|---|---|---|---|---|---|
 {chr(10).join(summary)}
 
-| prompt | MV IoU | MV Chamfer | MV reading | SV IoU | SV Chamfer | SV reading |
-|---|---|---|---|---|---|---|
+| prompt | {head} |
+|---|{"---|" * (3 * len(shown))}
 {chr(10).join(rows)}
 
-Held-out pairs (never rendered in training): blue cube, yellow torus. Turntables of multi-view
-meshes: {gallery}
+Held-out pairs (never rendered in training, nor shown to the reconstructor): blue cube, yellow
+torus. Turntables: {gallery}
 """
 
 
@@ -159,7 +205,7 @@ def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    p.add_argument("--modes", nargs="+", choices=MODES, default=list(DEFAULT_MODES))
     p.add_argument("--solids", nargs="+", choices=SOLIDS, default=list(SOLIDS))
     p.add_argument("--colours", nargs="+", default=list(COLOURS))
     p.add_argument("--jobs", type=int, default=2, help="prompts run side by side")

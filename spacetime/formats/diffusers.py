@@ -78,9 +78,13 @@ def unet_config(unet: UNet2DCondition) -> dict:
 
 def load_unet(folder: Path) -> UNet2DCondition:
     """A `unet/` folder: an image U-Net, one spacetime inflated (`spacetime_inflation` in its
-    config.json, e.g. a multi-view U-Net), or a ModelScope `UNet3DConditionModel` (loaded
-    inflated)."""
+    config.json, e.g. a multi-view U-Net), a ModelScope `UNet3DConditionModel` (loaded
+    inflated), or the `MultiViewUNetModel` of MVDream's diffusers-style port."""
     config = read_json(folder / "config.json")
+    from spacetime.formats import mvdream  # it builds on this module
+
+    if mvdream.is_multiview_unet(config):
+        return mvdream.load_unet_folder(folder, config)
     try:
         if modelscope.is_unet3d(config):
             cfg, spec = modelscope.configs_from_unet3d(config)

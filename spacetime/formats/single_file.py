@@ -1,4 +1,5 @@
-"""Original single-file Stable Diffusion checkpoints (CompVis layout) ↔ `Components`.
+"""Original single-file Stable Diffusion checkpoints (CompVis layout) ↔ `Components`; MVDream's
+published files (the same layout plus a camera MLP) load through spacetime.formats.mvdream.
 
 Real SD 1.x files carry only weights: configs are inferred from tensor shapes, the tokenizer is
 OpenAI CLIP's (shipped in the package) and the noise schedule is SD's. Files written by spacetime
@@ -14,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from spacetime.errors import CheckpointError
+from spacetime.formats import mvdream
 from spacetime.formats.clip_tokenizer import Tokenizer
 from spacetime.formats.diffusers import Components, build_text_encoder, build_unet, build_vae
 from spacetime.formats.original import (
@@ -53,6 +55,8 @@ def load_single_file(path: str | os.PathLike) -> Components:
 
 def _load(path: str | os.PathLike) -> Components:
     sd, metadata = read_single_file(path)
+    if mvdream.is_original(sd):  # MVDream's published file: SD plus a camera MLP
+        return mvdream.components_from_original(sd)
     parts = original_to_diffusers(sd)
     configs = infer_configs(sd, metadata)
     try:

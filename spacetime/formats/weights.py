@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from spacetime.errors import CheckpointError
-from spacetime.tempfiles import temp_file, temp_folder
+from spacetime.tempfiles import temp_file, temp_folder, umask
 
 _TORCH_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 WEIGHT_SUFFIXES = (".safetensors", *_TORCH_SUFFIXES)
@@ -229,7 +229,7 @@ def atomic_folder(folder: Path, fill: Callable[[Path], None], overwrite: bool = 
 def _as_if_created(root: Path) -> None:
     """Give a folder assembled in a private temp dir (0700, and some writers' 0600 files) the
     modes that mkdir() and open() give anything new (0777/0666 less the umask)."""
-    mask = _umask()
+    mask = umask()
     for path in (root, *root.rglob("*")):
         os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
 
@@ -242,17 +242,10 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         write(Path(tmp))
         # mkstemp makes the file private (0600), and writers that replace it (safetensors) too;
         # the result gets the permissions any new file gets (0666 less the umask), as from open().
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~umask())
         with open(tmp, "rb+") as f:  # the data is on disk before the name points at it
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def _umask() -> int:
-    """The process's umask (reading it means setting it, so set it straight back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask

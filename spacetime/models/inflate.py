@@ -4,7 +4,9 @@ Make-A-Video, MVDream).
 Temporal and cross-view layers are added next to the spatial ones, never instead of them: every
 2D parameter keeps its name (2D checkpoints still load) and every new layer starts as the identity,
 so at initialisation the inflated U-Net applied to a clip (or a set of views with cameras) equals
-the 2D U-Net applied frame by frame.
+the 2D U-Net applied frame by frame. The one exception is the layout of MVDream's published
+weights (`MVDream.published()`), which widens SD's own self-attention to all views instead of
+adding layers: it equals the 2D U-Net for one view without cameras.
 
 One small typed spec per family says which layers to add and their sizes; what an inflated U-Net
 can do (take cameras, how many frame positions it knows) is read off its spec in one place,
@@ -88,19 +90,53 @@ class ModelScope:
     layers: int = 1
 
 
+CAMERA_FRAMES = ("world", "mvdream")
+
+
 @dataclass(frozen=True)
 class MVDream:
     """MVDream's multi-view model (Shi et al. 2023): camera-to-world 4x4 -> MLP added to each
-    view's timestep embedding, and cross-view attention beside each spatial attention."""
+    view's timestep embedding, and attention across the views of a set.
+
+    Two layouts. spacetime's own (the shipped world model) adds a zero-initialised cross-view
+    attention beside each spatial attention, sized by heads, head_dim and layers. MVDream's
+    published weights (`MVDream.published()`) add no attention layer: SD's own self-attention
+    spans the tokens of all views, `(b v) n c -> b (v n) c` (`views_in_self_attention`), and
+    the cameras are embedded in the frame MVDream was trained in (`camera_frame`).
+    """
 
     family: ClassVar[str] = "mvdream"
     takes_cameras: ClassVar[bool] = True
     frame_positions: ClassVar[None] = None  # views are told apart by their cameras
+    # Left out of config.json at their defaults: configs saved before they existed stay equal.
+    recorded_if_set: ClassVar[tuple[str, ...]] = ("views_in_self_attention", "camera_frame")
 
     heads: int = 8
     head_dim: int | None = None  # None: channels // heads, the spatial attention's width
     camera_hidden: int | None = None  # camera MLP width; None: the timestep embedding's
     layers: int = 1
+    # True: no cross-view layers; each spatial self-attention runs over all views' tokens
+    views_in_self_attention: bool = False
+    # "world": cameras embedded as given (spacetime's OpenGL world, +y up); "mvdream": first
+    # moved to MVDream's training frame (+z up, camera centre on the unit sphere)
+    camera_frame: str = "world"
+
+    def __post_init__(self):
+        if self.camera_frame not in CAMERA_FRAMES:
+            raise ValueError(
+                f"camera_frame must be one of {', '.join(CAMERA_FRAMES)}, got {self.camera_frame!r}"
+            )
+        separate = (self.heads, self.head_dim, self.layers)
+        if self.views_in_self_attention and separate != (8, None, 1):
+            raise ValueError(
+                "heads, head_dim and layers size the separate cross-view layers; with "
+                f"views_in_self_attention there are none, got {separate}"
+            )
+
+    @classmethod
+    def published(cls) -> MVDream:
+        """The layout of MVDream's released weights (sd-v2.1-base-4view, sd-v1.5-4view)."""
+        return cls(views_in_self_attention=True, camera_frame="mvdream")
 
 
 InflationSpec = AnimateDiff | ModelScope | MVDream
@@ -109,7 +145,12 @@ FAMILIES = {spec.family: spec for spec in (AnimateDiff, ModelScope, MVDream)}
 
 def spec_to_dict(spec: InflationSpec) -> dict:
     """Plain JSON values, as recorded in a saved U-Net's config.json."""
-    return {"family": spec.family, **dataclasses.asdict(spec)}
+    values = dataclasses.asdict(spec)
+    defaults = {f.name: f.default for f in dataclasses.fields(spec)}
+    for name in getattr(spec, "recorded_if_set", ()):
+        if values[name] == defaults[name]:
+            del values[name]
+    return {"family": spec.family, **values}
 
 
 def spec_from_dict(values: dict) -> InflationSpec:
@@ -181,7 +222,9 @@ def _inflate_block(block: UNetBlock, spec: InflationSpec, unet: UNetEncoder, mid
             )
             for _ in block.attentions
         ).to(device)
-    if isinstance(spec, MVDream) and block.attentions:
+    if isinstance(spec, MVDream) and block.attentions and spec.views_in_self_attention:
+        block.views_in_self_attention = True
+    elif isinstance(spec, MVDream) and block.attentions:
         if spec.head_dim is None and channels % spec.heads:
             raise ValueError(f"{channels} channels do not split into {spec.heads} heads")
         head_dim = spec.head_dim or channels // spec.heads

@@ -224,8 +224,16 @@ class TransformerBlock(nn.Module):
         self.norm3 = nn.LayerNorm(dim)
         self.ff = FeedForward(dim)
 
-    def forward(self, x: Tensor, context: Tensor | None) -> Tensor:
-        x = x + self.attn1(self._positioned(self.norm1(x)))
+    def forward(self, x: Tensor, context: Tensor | None, views: int = 1) -> Tensor:
+        """x ((b v), n, dim). With views > 1 the self-attention spans the tokens of all views of a
+        set, `(b v) n c -> b (v n) c`: MVDream's multi-view attention (Shi et al. 2023) through
+        SD's own weights; the cross-attention and feed-forward stay per view."""
+        q = self._positioned(self.norm1(x))
+        if views > 1:
+            wide = self.attn1(rearrange(q, "(b v) n c -> b (v n) c", v=views))
+            x = x + rearrange(wide, "b (v n) c -> (b v) n c", v=views)
+        else:
+            x = x + self.attn1(q)
         if self.attn2 is not None:
             x = x + self.attn2(self._positioned(self.norm2(x)), context)
         return x + self.ff(self.norm3(x))
@@ -259,7 +267,8 @@ class SpatialTransformer(nn.Module):
         )
         self.proj_out = make(channels, channels)
 
-    def forward(self, x: Tensor, context: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, context: Tensor | None, views: int = 1) -> Tensor:
+        """x ((b v), c, h, w); `views` > 1: self-attention across a set's views (MVDream)."""
         _, _, h, w = x.shape
         residual = x
         x = self.norm(x)
@@ -268,7 +277,7 @@ class SpatialTransformer(nn.Module):
         else:
             x = rearrange(self.proj_in(x), "b c h w -> b (h w) c")
         for block in self.transformer_blocks:
-            x = block(x, context)
+            x = block(x, context, views)
         if self.linear_projection:
             x = rearrange(self.proj_out(x), "b (h w) c -> b c h w", h=h, w=w)
         else:

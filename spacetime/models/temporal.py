@@ -4,7 +4,8 @@ Spatial layers see frames folded into the batch `(b t) c h w`; these unfold them
 into the batch instead (or, across views, gather all views' pixels into one sequence), so a 2D
 model plus these layers is a video or multi-view model that, before any training, still computes
 exactly what the 2D model computed frame by frame. A multi-view set is a clip whose frame axis is
-a view axis, with cameras.
+a view axis, with cameras. MVDream's published layout adds no layer here: its spatial
+self-attention spans the views (`TransformerBlock`'s `views`).
 """
 
 from __future__ import annotations
@@ -140,6 +141,28 @@ class CrossViewTransformer(TemporalTransformer):
         tokens = rearrange(self.norm(x), "(b v) c h w -> b (v h w) c", v=views)
         out = self.attend(tokens)
         return x + rearrange(out, "b (v h w) c -> (b v) c h w", v=views, h=h, w=w)
+
+
+# MVDream's world is spacetime's turned from +y up to +z up, (x, y, z) -> (x, -z, y): the
+# "Blender" flip of its camera_utils.convert_opengl_to_blender.
+_Y_UP_TO_Z_UP = (
+    (1.0, 0.0, 0.0, 0.0),
+    (0.0, 0.0, -1.0, 0.0),
+    (0.0, 1.0, 0.0, 0.0),
+    (0.0, 0.0, 0.0, 1.0),
+)
+
+
+def to_mvdream_frame(c2w: Tensor) -> Tensor:
+    """Camera-to-world matrices (n, 4, 4) in spacetime's world (OpenGL, +y up) -> the frame
+    MVDream was trained with (mvdream/camera_utils.py: `get_camera` then `normalize_camera`,
+    as threestudio feeds it): the world turned to +z up and each camera centre scaled onto the
+    unit sphere; the camera's own axes stay OpenGL's (right, up, back). A spacetime
+    Camera(e, a) becomes exactly MVDream's camera at elevation e, azimuth a."""
+    turned = torch.tensor(_Y_UP_TO_Z_UP, dtype=c2w.dtype, device=c2w.device) @ c2w
+    centre = turned[:, :3, 3:]
+    centre = centre / (centre.norm(dim=1, keepdim=True) + 1e-8)
+    return torch.cat([torch.cat([turned[:, :3, :3], centre], dim=2), turned[:, 3:]], dim=1)
 
 
 class CameraEmbedding(nn.Sequential):

@@ -25,6 +25,7 @@ from spacetime.models.layers import (
     Upsample,
     timestep_embedding,
 )
+from spacetime.models.temporal import to_mvdream_frame
 
 
 @dataclass(frozen=True)
@@ -234,6 +235,13 @@ class UNetBlock(nn.Module):
         self.view_attentions = nn.ModuleList()
         self.temp_attentions = nn.ModuleList()
         self.motion_modules = nn.ModuleList()
+        # Set by `inflate` for MVDream's published layout: the spatial self-attentions span all
+        # views of a set instead of cross-view layers being added.
+        self.views_in_self_attention = False
+
+    def _spatial(self, j: int, h: Tensor, context: Tensor | None, frames: int) -> Tensor:
+        """Spatial transformer j, its self-attention over all views when the block asks for it."""
+        return self.attentions[j](h, context, frames if self.views_in_self_attention else 1)
 
     def _temporal(self, modules: nn.ModuleList, j: int, h: Tensor, frames: int) -> Tensor:
         return modules[j](h, frames) if j < len(modules) else h
@@ -251,15 +259,15 @@ class UNetBlock(nn.Module):
         MVDream blocks in one order."""
         h = self._temporal(self.temp_convs, j, self.resnets[j](h, temb), frames)
         if j < len(self.attentions):
-            h = self.attentions[j](h, context)
+            h = self._spatial(j, h, context, frames)
         return self._after_attention(j, h, frames, context)
 
     def mid(self, h: Tensor, temb: Tensor, context: Tensor | None, frames: int) -> Tensor:
         """resnet → (attention → temporal attention → motion module → resnet)*, each resnet
         followed by its temporal conv (diffusers' `UNetMidBlock3DCrossAttn` order)."""
         h = self._temporal(self.temp_convs, 0, self.resnets[0](h, temb), frames)
-        for j, attn in enumerate(self.attentions):
-            h = self._after_attention(j, attn(h, context), frames, context)
+        for j in range(len(self.attentions)):
+            h = self._after_attention(j, self._spatial(j, h, context, frames), frames, context)
             h = self._temporal(self.temp_convs, j + 1, self.resnets[j + 1](h, temb), frames)
         return h
 
@@ -368,7 +376,10 @@ class UNetEncoder(Layout2d):
                 f"cameras must be (b, v, 4, 4) = {expected} or (b·v, 4, 4) = "
                 f"{(batch * frames, 4, 4)} camera-to-world matrices, got {tuple(cameras.shape)}"
             )
-        flat = rearrange(cameras.reshape(batch * frames, 4, 4), "n i j -> n (i j)")
+        cameras = cameras.reshape(batch * frames, 4, 4)
+        if self.inflation.camera_frame == "mvdream":
+            cameras = to_mvdream_frame(cameras)
+        flat = rearrange(cameras, "n i j -> n (i j)")
         return self.camera_embed(flat.to(self.conv_in.weight.device, self.conv_in.weight.dtype))
 
     def fold(
@@ -464,6 +475,7 @@ class UNet2DCondition(UNetEncoder):
         cameras: camera-to-world 4×4s (OpenGL convention, spacetime.world.Camera), (b, v, 4, 4) or
         ((b v), 4, 4), one per frame of a multi-view set (v = t; an image is one view). Only a
         U-Net inflated with cameras takes them; one that has them runs without (no camera term).
+        A U-Net with MVDream's published weights moves them to its training frame itself.
 
         control: ControlNet residuals, added to the skips and to the mid block's output (as
         diffusers' `down_block_additional_residuals` / `mid_block_additional_residual`).

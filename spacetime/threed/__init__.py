@@ -2,7 +2,8 @@
 
 Modules, one job each: field (signed distance or density + albedo grid), render (volume rendering),
 cameras (training views), sds (score distillation math), guidance (models as SDS guides),
-regularisers, optimise (the loop), export (marching cubes, cleanup, .glb/.obj/.ply), rasterise
+regularisers, optimise (the loop), export (marching cubes, cleanup, .glb/.obj/.ply), atlas (UV
+charts), texels (UV rasterisation), texture (baking the albedo into an image), rasterise
 (mesh renders and turntables), metrics (against the world's primitives), pipeline (text_to_mesh).
 This package module stays free of torch so that `python -m spacetime.mesh --help` is instant.
 """
@@ -10,8 +11,9 @@ This package module stays free of torch so that `python -m spacetime.mesh --help
 # Sized for a prompt → mesh in under 3 minutes on one core of a 2-core CPU with the world models
 # (300 four-view steps at 64x64: ~0.45 s each, then marching cubes and a turntable).
 DEFAULT_STEPS = 300
+DEFAULT_TEXTURE_SIZE = 1024  # side of the texture the albedo is baked into, in texels
 
-__all__ = ["DEFAULT_STEPS", "text_to_mesh"]
+__all__ = ["DEFAULT_STEPS", "DEFAULT_TEXTURE_SIZE", "text_to_mesh"]
 
 
 def __getattr__(name: str):

@@ -1,9 +1,12 @@
 """Field → mesh: marching cubes on the density (Lorensen & Cline 1987, scikit-image), trimesh
-cleanup as threestudio does, vertex colours from the albedo; .glb / .obj / .ply written atomically."""
+cleanup as threestudio does, vertex colours from the albedo and optionally the albedo baked into a
+UV texture (spacetime.threed.texture); .glb / .obj (+ .mtl + .png) / .ply written atomically."""
 
 from __future__ import annotations
 
+import io
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +15,16 @@ import trimesh
 
 from spacetime.errors import SpacetimeError
 from spacetime.formats.weights import atomic_write
+from spacetime.tempfiles import write_together
 from spacetime.threed.field import Field
+from spacetime.threed.texture import (
+    GLB_COLOURS,
+    Albedo,
+    quantise,
+    rgba,
+    texture_mesh,
+    vertex_colours,
+)
 
 MESH_SUFFIXES = (".glb", ".obj", ".ply")
 
@@ -51,25 +63,24 @@ def fill_cavities(volume: np.ndarray, level: float, inside: str, close: int = 2)
     return np.where(pockets, level - eps if inside == "below" else level + eps, volume)
 
 
-def clean(mesh: trimesh.Trimesh, min_component: float = 0.1) -> trimesh.Trimesh:
-    """Merge duplicate vertices, drop connected components under `min_component` of the largest
-    one's area, and wind every face outward consistently. threestudio drops floaters under 1%
-    after 10k steps; a few hundred steps leave floaters of a few percent each."""
+def clean(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
+    """Merge duplicate vertices, keep the largest connected piece only, and wind every face
+    outward consistently: one solid, as a 3D user keeps it. threestudio drops floaters under 1%
+    of the whole; a field distilled for a few hundred steps leaves floaters of a few percent
+    each, and the world's objects are single solids."""
     mesh.merge_vertices()
     mesh.remove_unreferenced_vertices()
     parts = mesh.split(only_watertight=False)
     if len(parts) > 1:
-        largest = max(p.area for p in parts)
-        mesh = trimesh.util.concatenate([p for p in parts if p.area >= min_component * largest])
-    trimesh.repair.fix_normals(mesh, multibody=True)
+        mesh = max(parts, key=lambda p: p.area)
+    trimesh.repair.fix_normals(mesh, multibody=False)
     return mesh
 
 
-def extract_mesh(
-    field: Field, resolution: int = 128, min_component: float = 0.1
-) -> trimesh.Trimesh:
-    """The field's surface from a `resolution`^3 lattice, cleaned, with each vertex coloured by
-    the field's albedo there."""
+def extract_mesh(field: Field, resolution: int = 128, texture_size: int = 0) -> trimesh.Trimesh:
+    """The field's surface from a `resolution`^3 lattice, its largest piece only (`clean`), each
+    vertex coloured by the field's albedo there; with a `texture_size` (a power of two), also cut into UV charts with
+    the albedo baked into a texture of that side (`texture_mesh`)."""
     if resolution < 8:
         raise SpacetimeError(f"marching cubes resolution must be >= 8, got {resolution}")
     volume, level, inside = field.surface_volume(resolution)
@@ -82,33 +93,157 @@ def extract_mesh(
         )
     volume = fill_cavities(volume, level, inside)
     vertices, faces = marching_cubes(volume, level, inside)
-    mesh = clean(trimesh.Trimesh(vertices, faces, process=False), min_component)
-    points = torch.from_numpy(np.asarray(mesh.vertices, np.float32))
-    albedo = field.albedo_at(points.to(field.grids[0].device)).cpu().numpy()
-    rgba = np.concatenate([albedo, np.ones_like(albedo[:, :1])], axis=1)
-    colours = (rgba * 255).round().astype(np.uint8)
+    mesh = clean(trimesh.Trimesh(vertices, faces, process=False))
+    albedo = albedo_of(field)
+    if texture_size:
+        return texture_mesh(mesh, albedo, texture_size)
+    colours = rgba(quantise(albedo(np.asarray(mesh.vertices, np.float32))))
     mesh.visual = trimesh.visual.ColorVisuals(mesh, vertex_colors=colours)
     return mesh
 
 
+def albedo_of(field: Field) -> Albedo:
+    """The field's albedo as a colour function of world points (numpy in and out)."""
+
+    def albedo(points: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            where = torch.from_numpy(points).to(field.grids[0].device)
+            return field.albedo_at(where).cpu().numpy()
+
+    return albedo
+
+
 def check_mesh_target(path: str | os.PathLike) -> None:
-    """Fail before any work if `path` is not a mesh format we write, or cannot be written."""
+    """Fail before any work if `path` is not a mesh format we write, or cannot be written (nor,
+    for an .obj, the material and texture beside it)."""
     from spacetime.media import check_writable
 
-    check_writable(Path(path), MESH_SUFFIXES)
+    path = Path(path)
+    check_writable(path, MESH_SUFFIXES)
+    if path.suffix.lower() == ".obj":
+        for companion in obj_companions(path):
+            if os.path.isdir(companion):
+                raise SpacetimeError(f"cannot write {companion} beside {path}: it is a folder")
+
+
+def obj_companions(path: Path) -> tuple[Path, Path]:
+    """The material library and texture that a textured NAME.obj names: NAME.mtl and
+    NAME_albedo.png, beside it."""
+    return path.with_suffix(".mtl"), path.with_name(f"{path.stem}_albedo.png")
 
 
 def write_mesh(mesh: trimesh.Trimesh, path: str | os.PathLike) -> None:
-    """.glb (binary glTF 2.0: COLOR_0 and NORMAL per vertex), .obj or .ply, by the extension; written
-    beside the destination and renamed into place, so nothing is half-written."""
+    """.glb (binary glTF 2.0), .obj or .ply, by the extension, with vertex normals (smooth shading
+    in viewers); written beside the destination and renamed into place, so nothing is
+    half-written.
+
+    A textured mesh (`texture_mesh`) goes to .glb with TEXCOORD_0 and a matte PBR material whose
+    baseColorTexture is the PNG, its vertex colours in the application-specific attribute _ALBEDO
+    (glTF makes COLOR_0 a multiplier of the base colour: it would darken the texture); to .obj
+    with NAME.mtl and NAME_albedo.png beside it, the three renamed into place together; to .ply
+    as vertex colours. A vertex-coloured mesh goes to .glb with COLOR_0, to .obj and .ply with
+    vertex colours."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in MESH_SUFFIXES:
         raise SpacetimeError(
             f"cannot write {path}: extension must be one of {', '.join(MESH_SUFFIXES)}"
         )
-    # Vertex normals let viewers shade the surface smoothly rather than face by face.
-    normals = {".glb": "include_normals", ".obj": "include_normals", ".ply": "vertex_normal"}
-    data = mesh.export(file_type=suffix[1:], **{normals[suffix]: True})
+    textured = texture_image(mesh) is not None
+    if suffix == ".obj" and textured:
+        write_together(obj_files(mesh, path))
+        return
+    if suffix == ".ply":
+        data = vertex_coloured(mesh).export(file_type="ply", vertex_normal=True)
+    elif suffix == ".glb":
+        data = (glb_mesh(mesh) if textured else mesh).export(
+            file_type="glb", include_normals=True, tree_postprocessor=complete_gltf
+        )
+    else:
+        data = mesh.export(file_type="obj", include_normals=True)
     payload = data.encode() if isinstance(data, str) else data
     atomic_write(path, lambda tmp: tmp.write_bytes(payload))
+
+
+def texture_image(mesh: trimesh.Trimesh):
+    """The PIL image of a textured mesh's base colour (a PBR or a simple material), else None."""
+    if mesh.visual.kind != "texture":
+        return None
+    material = mesh.visual.material
+    return getattr(material, "baseColorTexture", None) or getattr(material, "image", None)
+
+
+def glb_mesh(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
+    """A textured mesh as trimesh's glTF exporter should see it: the vertex colours out of the
+    visual (where they would become COLOR_0) into the vertex attribute GLB_COLOURS."""
+    visual = trimesh.visual.TextureVisuals(uv=mesh.visual.uv, material=mesh.visual.material)
+    out = trimesh.Trimesh(
+        mesh.vertices, mesh.faces, vertex_normals=mesh.vertex_normals, visual=visual, process=False
+    )
+    out.vertex_attributes[GLB_COLOURS] = vertex_colours(mesh)
+    return out
+
+
+# glTF's WebGL enums: buffer targets, texture filters and wrapping
+ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER = 34962, 34963
+LINEAR, LINEAR_MIPMAP_LINEAR, CLAMP_TO_EDGE = 9729, 9987, 33071
+
+
+def complete_gltf(tree: dict) -> None:
+    """Add what trimesh's glTF exporter leaves out: each bufferView's target, vertex or index
+    data (the Khronos validator's only hints), and a sampler that filters trilinearly and clamps
+    at the texture's edges (the default repeats, so bilinear reads there would wrap around)."""
+    for mesh in tree.get("meshes", []):
+        for primitive in mesh["primitives"]:
+            for accessor in primitive["attributes"].values():
+                view = tree["accessors"][accessor]["bufferView"]
+                tree["bufferViews"][view]["target"] = ARRAY_BUFFER
+            if "indices" in primitive:
+                view = tree["accessors"][primitive["indices"]]["bufferView"]
+                tree["bufferViews"][view]["target"] = ELEMENT_ARRAY_BUFFER
+    if tree.get("textures"):
+        tree["samplers"] = [
+            {
+                "magFilter": LINEAR,
+                "minFilter": LINEAR_MIPMAP_LINEAR,
+                "wrapS": CLAMP_TO_EDGE,
+                "wrapT": CLAMP_TO_EDGE,
+            }
+        ]
+        for texture in tree["textures"]:
+            texture["sampler"] = 0
+
+
+def vertex_coloured(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
+    """`mesh` with vertex colours; a textured one welded back along its UV seams."""
+    if mesh.visual.kind != "texture":
+        return mesh
+    out = trimesh.Trimesh(
+        mesh.vertices,
+        mesh.faces,
+        vertex_colors=vertex_colours(mesh),
+        vertex_normals=mesh.vertex_normals,
+        process=False,
+    )
+    out.merge_vertices(merge_tex=True, merge_norm=True)  # seam copies share position and colour
+    return out
+
+
+def obj_files(mesh: trimesh.Trimesh, path: Path) -> dict[Path, bytes]:
+    """A textured mesh as NAME_albedo.png, NAME.mtl and NAME.obj (in the order to place them)."""
+    from trimesh.exchange.obj import export_obj
+
+    library, texture = obj_companions(path)
+    text, _ = export_obj(
+        mesh, include_normals=True, include_texture=True, return_texture=True, mtl_name=library.name
+    )
+    (material,) = re.findall(r"^usemtl (\S+)$", text, flags=re.MULTILINE)
+    png = io.BytesIO()
+    texture_image(mesh).save(png, format="PNG")
+    # trimesh's own .mtl gives Kd 0.4, which viewers multiply the texture by: a plain matte one.
+    mtl = (
+        "# spacetime: the albedo baked into a texture, matte and not metallic\n"
+        f"newmtl {material}\nKa 0 0 0\nKd 1 1 1\nKs 0 0 0\nd 1\nillum 1\nPr 1\nPm 0\n"
+        f"map_Kd {texture.name}\n"
+    )
+    return {texture: png.getvalue(), library: mtl.encode(), path: text.encode()}

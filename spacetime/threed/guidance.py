@@ -95,10 +95,15 @@ class Guidance:
             cams = repeat(poses, "v i j -> b v i j", b=x.shape[0])
             return self.components.unet(x, t, text, cameras=cams).float()
 
-        guided = classifier_free_guidance(net, cond, uncond, self.cfg.guidance)
-        out = guided(z_t, torch.tensor(float(timestep), device=self.device))
-        abar = self.alphas_cumprod[timestep]
-        return to_epsilon(out, z_t, abar, self.components.schedule.prediction_type)
+        t = torch.tensor(float(timestep), device=self.device)
+        abar, kind = self.alphas_cumprod[timestep], self.components.schedule.prediction_type
+        if self.cfg.rescale == 0 or self.cfg.guidance <= 1:
+            guided = classifier_free_guidance(net, cond, uncond, self.cfg.guidance)
+            return to_epsilon(guided(z_t, t), z_t, abar, kind)
+        both = net(torch.cat([z_t, z_t]), t, torch.cat([uncond, cond]))
+        eps_uncond, eps_cond = (to_epsilon(p, z_t, abar, kind) for p in both.chunk(2))
+        eps = eps_uncond + self.cfg.guidance * (eps_cond - eps_uncond)
+        return rescaled_epsilon(eps, eps_cond, z_t, abar, self.cfg.rescale)
 
     def __call__(
         self,
@@ -125,6 +130,19 @@ class Guidance:
         if not torch.isfinite(grad).all():
             return GuidanceStep(None, timestep, float("nan"))
         return GuidanceStep(sds_loss(latents, grad), timestep, float(grad.norm()))
+
+
+def rescaled_epsilon(
+    eps: Tensor, eps_cond: Tensor, z_t: Tensor, abar: Tensor, rescale: float
+) -> Tensor:
+    """The noise whose x0 is the guided x0 blended towards the spread of the conditional one:
+    x0 <- x0 (rescale · std(x0_cond) / std(x0) + 1 - rescale), std over each set (1, c, v, h, w).
+    threestudio's MVDream `recon_std_rescale`, after Lin et al. 2023's guidance rescale."""
+    x0, x0_cond = ((z_t - (1 - abar).sqrt() * e) / abar.sqrt() for e in (eps, eps_cond))
+    dims = tuple(range(1, z_t.ndim))
+    factor = (x0_cond.std(dim=dims, keepdim=True) + 1e-8) / (x0.std(dim=dims, keepdim=True) + 1e-8)
+    x0 = x0 * (rescale * factor + 1 - rescale)
+    return (z_t - abar.sqrt() * x0) / (1 - abar).sqrt()
 
 
 class MultiViewGuidance(Guidance):

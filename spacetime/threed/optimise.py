@@ -55,11 +55,16 @@ def optimise(
     guidance: Guidance,
     cfg: OptimiseConfig = OptimiseConfig(),
     progress: Callable[[Progress], None] | None = None,
+    start: Field | None = None,
 ) -> Field:
-    """Fit a field to the guidance's prompt with Adam; the same seed gives the same field."""
+    """Fit a field to the guidance's prompt with Adam; the same seed gives the same field.
+    `start`: a field to refine (the fast path's reconstruction) instead of the initial sphere;
+    its grid configuration must be `cfg.grid`."""
     generator = torch.Generator("cpu").manual_seed(cfg.seed)
     device = guidance.device
-    model = Field(cfg.grid).to(device)
+    if start is not None and start.config != cfg.grid:
+        raise SpacetimeError(f"the starting field is {start.config}, the run's grid {cfg.grid}")
+    model = (Field(cfg.grid) if start is None else start).to(device).train()
     # eps 1e-15 as threestudio: SDS gradients on far-away voxels are tiny but still informative.
     # Finer levels learn slower: a coarse voxel pools the gradients of many pixels and moves
     # consistently, while Adam turns a fine voxel's noisy gradient into full-size random steps.

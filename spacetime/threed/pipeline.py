@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 import torch
 import trimesh
@@ -12,15 +14,58 @@ from spacetime import checks
 from spacetime.devices import check_device
 from spacetime.errors import ArgumentTypeError, ArgumentValueError, SpacetimeError
 from spacetime.formats.diffusers import Components
+from spacetime.models.inflate import MVDream
+from spacetime.threed import DEFAULT_TEXTURE_SIZE
+from spacetime.threed.cameras import CameraRange
 from spacetime.threed.export import extract_mesh
 from spacetime.threed.guidance import Guidance, MultiViewGuidance, SingleViewGuidance
 from spacetime.threed.optimise import OptimiseConfig, Progress, optimise
+from spacetime.threed.reconstruct import Reconstructor
 from spacetime.threed.sds import SDSConfig
+from spacetime.threed.texture import TEXTURE_SIZES
 
 # Classifier-free guidance scales: MVDream distils at 50; one view at a time needs more to commit
 # to a single mode (DreamFusion used 100 with Imagen).
 MULTIVIEW_GUIDANCE = 50.0
 SINGLE_VIEW_GUIDANCE = 100.0
+# Score distillation refining the fast path's field moves it at this fraction of the learning
+# rate it starts a sphere with: the shape is already there, only its details are to settle.
+REFINE_LR = 0.2
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The score-distillation settings a model distils with: SDS and the training cameras."""
+
+    sds: SDSConfig
+    cameras: CameraRange = field(default_factory=CameraRange)
+
+
+# threestudio's MVDream recipe (MVDream-threestudio, configs/mvdream-sd21.yaml) in spacetime's
+# terms, for MVDream's published weights: guidance 50; the x0-reconstruction loss (= SDS weighted
+# sigma/alpha) with recon_std_rescale 0.5; min/max_step_percent 0.98 -> 0.02 / 0.98 -> 0.50 over
+# the first 8000 of 10000 steps; elevations 0-30 degrees; distance 0.8-1.0 over tan(fovy / 2)
+# (threestudio's relative radius) at a 45 degree field of view. docs/mvdream.md lists the rest.
+_TAN_HALF_FOV = math.tan(math.radians(45.0 / 2))
+MVDREAM_RECIPE = Recipe(
+    SDSConfig(
+        guidance=50.0, weighting="sigma", t_min=0.98, t_min_end=0.02, t_max=0.98, t_max_end=0.5,
+        anneal="linear", anneal_until=0.8, rescale=0.5,
+    ),
+    CameraRange(
+        elevation=(0.0, 30.0), distance=(0.8 / _TAN_HALF_FOV, 1.0 / _TAN_HALF_FOV), fov=45.0
+    ),
+)  # fmt: skip
+
+
+def recipe_for(components: Components, single_view: bool = False) -> Recipe:
+    """MVDREAM_RECIPE for a U-Net of MVDream's published layout distilling four views, else
+    spacetime's defaults (tuned on the world models)."""
+    published = components.unet.inflation == MVDream.published()
+    if published and not single_view:
+        return MVDREAM_RECIPE
+    guidance = SINGLE_VIEW_GUIDANCE if single_view else MULTIVIEW_GUIDANCE
+    return Recipe(SDSConfig(guidance=guidance))
 
 
 def default_model_for(single_view: bool) -> os.PathLike:
@@ -56,12 +101,12 @@ def make_guidance(
     single_view: bool = False,
     guidance: float | None = None,
 ) -> Guidance:
-    """SingleViewGuidance or MultiViewGuidance at the mode's default guidance scale."""
-    if single_view:
-        scale = SINGLE_VIEW_GUIDANCE if guidance is None else guidance
-        return SingleViewGuidance(components, prompt, negative_prompt, SDSConfig(guidance=scale))
-    scale = MULTIVIEW_GUIDANCE if guidance is None else guidance
-    return MultiViewGuidance(components, prompt, negative_prompt, SDSConfig(guidance=scale))
+    """SingleViewGuidance or MultiViewGuidance with the model's recipe (`recipe_for`); a given
+    guidance scale replaces the recipe's."""
+    recipe = recipe_for(components, single_view)
+    sds = recipe.sds if guidance is None else replace(recipe.sds, guidance=guidance)
+    make = SingleViewGuidance if single_view else MultiViewGuidance
+    return make(components, prompt, negative_prompt, sds, recipe.cameras)
 
 
 MAX_STEPS = 100_000  # ~10 hours at the CPU's ~0.4 s a step: more is a typo, not a plan
@@ -76,6 +121,7 @@ def check_arguments(
     guidance: object = None,
     resolution: object = 128,
     single_view: object = False,
+    texture_size: object = DEFAULT_TEXTURE_SIZE,
 ) -> None:
     """text_to_mesh's arguments, each named in the error; no model needed."""
     for name, text in (("prompt", prompt), ("negative_prompt", negative_prompt)):
@@ -90,35 +136,89 @@ def check_arguments(
         checks.number("guidance", guidance, 0.0)
     checks.integer("resolution", resolution, 8, MAX_RESOLUTION)
     checks.flag("single_view", single_view)
+    checks.integer("texture_size", texture_size, 0, TEXTURE_SIZES[-1])
+    if texture_size and texture_size not in TEXTURE_SIZES:
+        raise ArgumentValueError(
+            f"texture_size must be 0 (vertex colours only) or a power of two from "
+            f"{TEXTURE_SIZES[0]} to {TEXTURE_SIZES[-1]}, got {texture_size}"
+        )
+
+
+INITS = ("auto", "sphere", "fast")
+
+
+def default_reconstructor() -> Reconstructor:
+    """The shipped reconstructor (it reads the shipped multi-view model's views)."""
+    from spacetime.formats.load import shipped
+    from spacetime.threed.reconstruct import load_reconstructor
+
+    return load_reconstructor(shipped("reconstructor"))
 
 
 def text_to_mesh(
     prompt: str,
     model: str | os.PathLike | Components | None = None,
     *,
+    fast: bool = False,
+    init: str = "auto",
+    reconstructor: Reconstructor | None = None,
     steps: int | None = None,
     seed: int = 0,
     guidance: float | None = None,
     resolution: int = 128,
     single_view: bool = False,
     negative_prompt: str = "",
+    texture_size: int = DEFAULT_TEXTURE_SIZE,
     device: str | torch.device = "cpu",
     progress: Callable[[Progress], None] | None = None,
 ) -> trimesh.Trimesh:
-    """A coloured mesh of `prompt` distilled from a text-to-image or multi-view model.
+    """A coloured mesh of `prompt` from a multi-view model: reconstructed in one pass (`fast`),
+    or distilled from it (or from a text-to-image model, `single_view`) by score distillation.
 
     model: a path, a hub id, loaded Components (used where they are), or None for the shipped
-    default; steps: Adam steps (None: DEFAULT_STEPS); resolution: marching-cubes lattice points per
-    axis; device: where a model given by name is loaded and the field trains."""
-    check_arguments(prompt, negative_prompt, steps, seed, guidance, resolution, single_view)
+    default; fast: the model's four views at its default cameras read by `reconstructor` (None:
+    the shipped one, which reads the shipped multi-view model), seconds instead of minutes;
+    init: where score distillation starts: "sphere", "fast" (the fast path's field), or "auto"
+    ("fast" with the shipped multi-view model or a given reconstructor, else "sphere"); steps: Adam steps (None:
+    DEFAULT_STEPS); resolution: marching-cubes lattice points per
+    axis; texture_size: side of the texture the albedo is baked into (vertex colours are kept
+    too), 0 for vertex colours only; device: where a model given by name is loaded and the field
+    trains."""
+    check_arguments(
+        prompt, negative_prompt, steps, seed, guidance, resolution, single_view, texture_size
+    )
+    checks.flag("fast", fast)
+    if init not in INITS:
+        raise ArgumentValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
+    if single_view and (fast or init == "fast"):
+        raise ArgumentValueError("the fast path reads a multi-view model's views: not single_view")
     device = check_device(device)
-    cfg = OptimiseConfig(seed=seed) if steps is None else OptimiseConfig(steps=steps, seed=seed)
+    if init == "auto":
+        from spacetime.formats.load import default_model
+
+        # The shipped reconstructor reads the shipped multi-view model's views, no other's.
+        shipped = model is None and default_model("reconstructor") is not None
+        init = "fast" if not single_view and (reconstructor is not None or shipped) else "sphere"
     if not isinstance(model, Components):
         if model is not None and not isinstance(model, str | os.PathLike):
             raise ArgumentTypeError(
                 f"model must be a path, a hub id, Components or None, got {model!r:.80}"
             )
         model = load_model(default_model_for(single_view) if model is None else model, device)
+    start = None
+    if fast or init == "fast":
+        from spacetime.threed.reconstruct import reconstruct
+
+        if not model.unet.takes_cameras:
+            raise ArgumentValueError("the fast path reads a multi-view model's views")
+        net = default_reconstructor() if reconstructor is None else reconstructor
+        start, _ = reconstruct(model, net.to(device), prompt, seed=seed,
+                               negative_prompt=negative_prompt)  # fmt: skip
+        if fast:
+            return extract_mesh(start, resolution, texture_size=texture_size)
+    cfg = OptimiseConfig(seed=seed) if steps is None else OptimiseConfig(steps=steps, seed=seed)
+    if start is not None:
+        cfg = replace(cfg, lr=cfg.lr * REFINE_LR)
     guide = make_guidance(model, prompt, negative_prompt, single_view, guidance)
-    field = optimise(guide, cfg, progress)
-    return extract_mesh(field, resolution)
+    field = optimise(guide, cfg, progress, start)
+    return extract_mesh(field, resolution, texture_size=texture_size)

@@ -8,6 +8,7 @@ import numpy as np
 import trimesh
 from einops import rearrange
 
+from spacetime.threed.texture import vertex_colours
 from spacetime.world.palette import background_rgb
 from spacetime.world.primitives import AMBIENT, LIGHT, Camera, orbit
 
@@ -115,7 +116,7 @@ def render_mesh(
         face, row, col, u, v, directions = (a[pick] for a in (face, row, col, u, v, directions))
         bary = np.stack([1 - u - v, u, v], -1)[..., None]  # (k, 3, 1)
         corners = faces[face]
-        colours = mesh.visual.vertex_colors[:, :3].astype(np.float64)
+        colours = vertex_colours(mesh)[:, :3].astype(np.float64)
         colour = (bary * colours[corners]).sum(1)
         normal = (bary * np.asarray(mesh.vertex_normals)[corners]).sum(1)
         normal /= np.maximum(np.linalg.norm(normal, axis=-1, keepdims=True), 1e-12)

@@ -21,17 +21,23 @@ ANNEALING = ("none", "linear", "sqrt")
 
 @dataclass(frozen=True)
 class SDSConfig:
-    """Guidance scale, timestep weighting and range, and how the top of the range anneals.
+    """Guidance scale, timestep weighting and range, how the range anneals, and x0 rescaling.
 
-    t_min, t_max, t_max_end are fractions of the training timesteps. Annealing t_max down over the
-    run (threestudio's max_step_percent, DreamTime) settles coarse shape first, detail last."""
+    t_min, t_max, t_max_end, t_min_end are fractions of the training timesteps. Annealing the range
+    down over the run (threestudio's min/max_step_percent, DreamTime) settles coarse shape first,
+    detail last; it reaches its end values after `anneal_until` of the run. `rescale` blends the
+    guided x0 towards the conditional prediction's spread (threestudio's MVDream
+    recon_std_rescale), which keeps large guidance scales from oversaturating."""
 
     guidance: float = 50.0  # MVDream's scale; DreamFusion used 100 with a single-view model
     weighting: str = "sds"
     t_min: float = 0.02
     t_max: float = 0.98
-    t_max_end: float = 0.5  # t_max at the last step (unused with anneal="none")
+    t_max_end: float = 0.5  # t_max at the end of the annealing (unused with anneal="none")
     anneal: str = "linear"
+    t_min_end: float | None = None  # t_min at the end of the annealing; None: t_min throughout
+    anneal_until: float = 1.0  # fraction of the run after which the range stays at its end
+    rescale: float = 0.0  # 0: plain guided x0; 1: rescaled to the conditional x0's std
 
     def __post_init__(self):
         if self.guidance < 0:
@@ -42,28 +48,34 @@ class SDSConfig:
             )
         if self.anneal not in ANNEALING:
             raise SpacetimeError(f"unknown annealing {self.anneal!r}; expected one of {ANNEALING}")
-        if not (
-            0
-            <= self.t_min
-            <= min(self.t_max, self.t_max_end)
-            <= max(self.t_max, self.t_max_end)
-            <= 1
-        ):
+        t_min_end = self.t_min if self.t_min_end is None else self.t_min_end
+        if not (0 <= self.t_min <= self.t_max <= 1 and 0 <= t_min_end <= self.t_max_end <= 1):
             raise SpacetimeError(
-                "timestep fractions need 0 <= t_min <= t_max, t_max_end <= 1, got "
-                f"t_min={self.t_min}, t_max={self.t_max}, t_max_end={self.t_max_end}"
+                "timestep fractions need 0 <= t_min <= t_max <= 1 and 0 <= t_min_end <= "
+                f"t_max_end <= 1, got t_min={self.t_min}, t_max={self.t_max}, "
+                f"t_min_end={t_min_end}, t_max_end={self.t_max_end}"
             )
+        if not 0 < self.anneal_until <= 1:
+            raise SpacetimeError(f"anneal_until must be in (0, 1], got {self.anneal_until}")
+        if not 0 <= self.rescale <= 1:
+            raise SpacetimeError(f"rescale must be in [0, 1], got {self.rescale}")
 
 
 def timestep_range(cfg: SDSConfig, step: int, steps: int, train_timesteps: int) -> tuple[int, int]:
-    """Integer timesteps [lo, hi] to draw from at `step` of `steps` (0-based): t_max moves to
-    t_max_end linearly in the run's progress, or as its square root (faster early)."""
-    progress = step / max(steps - 1, 1)
+    """Integer timesteps [lo, hi] to draw from at `step` of `steps` (0-based): both ends move to
+    their end values linearly in the run's progress, or as its square root (faster early),
+    reaching them after `anneal_until` of the run (threestudio's (start, end) step schedules)."""
+    progress = min(step / max(steps - 1, 1) / cfg.anneal_until, 1.0)
     if cfg.anneal == "sqrt":
         progress = progress**0.5
-    top = cfg.t_max if cfg.anneal == "none" else cfg.t_max + (cfg.t_max_end - cfg.t_max) * progress
+    if cfg.anneal == "none":
+        progress = 0.0
+    bottom = (
+        cfg.t_min if cfg.t_min_end is None else cfg.t_min + (cfg.t_min_end - cfg.t_min) * progress
+    )
+    top = cfg.t_max + (cfg.t_max_end - cfg.t_max) * progress
     last = train_timesteps - 1
-    lo = round(cfg.t_min * last)
+    lo = round(bottom * last)
     return lo, max(lo, round(top * last))
 
 

@@ -62,6 +62,14 @@ class TrainConfig:
             if not low <= getattr(self, name) <= high:
                 raise ConfigError(f"{name} must be in [{low}, {high}], got {getattr(self, name)}")
 
+    def _check_elevations(self) -> None:
+        """elevation_step and max_elevation of a task rendering the world's primitives."""
+        if self.elevation_step <= 0 or not 0 <= self.max_elevation < 90:
+            raise ConfigError(
+                "elevation_step must be > 0 and max_elevation in [0, 90), got "
+                f"{self.elevation_step} and {self.max_elevation}"
+            )
+
     def _needs(self, name: str, what: str) -> None:
         if not getattr(self, name):
             raise ConfigError(f"{self.task} training needs `{name}:` ({what})")
@@ -203,11 +211,7 @@ class MultiViewTraining(TrainConfig):
                 f"azimuth_step must divide the {spacing:g} degrees between {self.views} views, "
                 f"got {self.azimuth_step}"
             )
-        if self.elevation_step <= 0 or not 0 <= self.max_elevation < 90:
-            raise ConfigError(
-                "elevation_step must be > 0 and max_elevation in [0, 90), got "
-                f"{self.elevation_step} and {self.max_elevation}"
-            )
+        self._check_elevations()
 
 
 # What a LoRA run learns from: the world's data the base never had, by name.
@@ -324,6 +328,37 @@ class ControlNetTraining(MediaTraining):
 
 SHIPPED_PREPROCESSORS = ("mask", "canny")
 
+
+@dataclass(frozen=True)
+class ReconstructorTraining(TrainConfig):
+    """The fast path's feed-forward reconstructor (spacetime.threed.reconstruct): four views of a
+    primitive → its truncated signed distance and albedo. Each step's sets are the world's renders
+    (views 90° apart, elevation 0 to max_elevation) and, `generated_share` of them, sets that the
+    multi-view model `multiview` made for the training split's prompts at its default cameras
+    (`generated_per_prompt` seeds each, made once and cached), so the reconstructor learns the
+    model's own rendering and its disagreements between views."""
+
+    task: ClassVar[str] = "reconstructor"
+    multiview: str = ""  # the multi-view model whose sets the reconstructor reads; "" none
+    generated_per_prompt: int = 8
+    generated_share: float = 0.5
+    generation_steps: int = 20  # DPM-Solver++ steps, at the multi-view model card's guidance
+    generation_guidance: float = 5.0
+    max_elevation: float = 30.0
+    elevation_step: float = 7.5
+    grid: int = 16
+    width: int = 32
+    latent: int = 128
+
+    def __post_init__(self):
+        super().__post_init__()
+        self._within(0, 1, "generated_share")
+        self._at_least(1, "generated_per_prompt", "generation_steps")
+        if self.generated_share > 0:
+            self._needs("multiview", "the multi-view model whose sets it learns to read")
+        self._check_elevations()
+
+
 CONFIGS: dict[str, type[TrainConfig]] = {
     cls.task: cls
     for cls in (
@@ -335,6 +370,7 @@ CONFIGS: dict[str, type[TrainConfig]] = {
         LoRATraining,
         ConsistencyTraining,
         ControlNetTraining,
+        ReconstructorTraining,
     )  # fmt: skip
 }
 

@@ -9,6 +9,7 @@ from spacetime.train.loop import Task
 from spacetime.train.lora import LoRATask
 from spacetime.train.motion import MotionTask
 from spacetime.train.multiview import MultiViewTask
+from spacetime.train.reconstructor import ReconstructorTask
 from spacetime.train.text_to_image import TextToImageTask
 from spacetime.train.vae import VAETask
 from spacetime.train.video_vae import VideoVAETask
@@ -16,5 +17,5 @@ from spacetime.train.video_vae import VideoVAETask
 TASKS: dict[str, type[Task]] = {
     "vae": VAETask, "text2image": TextToImageTask, "motion": MotionTask,
     "video_vae": VideoVAETask, "multiview": MultiViewTask, "lora": LoRATask,
-    "lcm": ConsistencyTask, "controlnet": ControlNetTask,
+    "lcm": ConsistencyTask, "controlnet": ControlNetTask, "reconstructor": ReconstructorTask,
 }  # fmt: skip
