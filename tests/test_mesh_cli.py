@@ -103,3 +103,33 @@ def test_text_to_mesh_example(model, tmp_path):
     mesh = trimesh.load(out, process=False, force="mesh")
     assert np.asarray(mesh.visual.vertex_colors).shape == (len(mesh.vertices), 4)
     assert Image.open(preview).n_frames == 24
+
+
+def test_fast_makes_the_prompts_solid_in_one_watertight_piece(tmp_path, capsys):
+    """`--fast` with the shipped multi-view model and reconstructor: the true solid, closed."""
+    from spacetime.threed.metrics import compare
+    from spacetime.world.primitives import Primitive
+
+    out = tmp_path / "cone.glb"
+    code, stdout, _ = run_cli(
+        ["a red cone", "--fast", "--out", out, "--texture-size", "64"], capsys
+    )
+    assert code == 0 and f"wrote {out}" in stdout
+    mesh = trimesh.load(out, force="mesh")
+    solid = trimesh.Trimesh(mesh.vertices, mesh.faces)  # welded along the UV seams
+    assert solid.is_watertight and len(solid.split(only_watertight=False)) == 1
+    assert compare(solid, Primitive("cone", "red")).iou > 0.85
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--fast", "--single-view"], "read a multi-view model: not --single-view"),
+        (["--init", "fast", "--model", "x"], "leave out --model"),
+        (["--init", "middle"], "invalid choice: 'middle'"),
+    ],
+)
+def test_fast_path_refusals_are_one_line_and_write_nothing(args, message, tmp_path, capsys):
+    out = tmp_path / "m.glb"
+    code, _, stderr = run_cli(["a red cube", "--out", out, *args], capsys)
+    assert code == 2 and message in stderr and not out.exists()

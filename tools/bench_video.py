@@ -168,15 +168,18 @@ def bench_time(
 # --- one motion-U-Net call against diffusers ---------------------------------------------------
 
 
-def bf16_matmul_peak(n: int = 2048, repeats: int = 7) -> float:
-    """FLOP/s of this machine's bf16 matrix multiply: the best of `repeats` n x n x n products
+def bf16_matmul_peak(sizes=(1024, 2048, 4096), repeats: int = 5) -> float:
+    """FLOP/s of this machine's bf16 matrix multiply: the best n x n x n product over `sizes`
     (oneDNN's bf16 GEMM; AMX or AVX512-BF16), the ceiling a U-Net's bf16 layers work against."""
     import torch
 
-    a, b = (torch.randn(n, n).to(torch.bfloat16) for _ in range(2))
-    torch.mm(a, b)
-    best = min(timed(lambda: torch.mm(a, b))[1] for _ in range(repeats))
-    return 2 * n**3 / best
+    best = 0.0
+    for n in sizes:
+        a, b = (torch.randn(n, n).to(torch.bfloat16) for _ in range(2))
+        torch.mm(a, b)
+        seconds = min(timed(lambda a=a, b=b: torch.mm(a, b))[1] for _ in range(repeats))
+        best = max(best, 2 * n**3 / seconds)
+    return best
 
 
 def bench_unet(name: str, frames: int, warmup: int, repeats: int, max_share: float) -> dict:
@@ -358,7 +361,7 @@ def render(r: dict) -> str:
         "spacetime bf16: the U-Net's weights in bf16, as precision `auto` runs on this CPU; "
         'diffusers: fp32 weights under `torch.autocast("cpu", torch.bfloat16)`. FLOPs: '
         "`torch.utils.flop_counter` over one call (matrix multiplies, convolutions, attention). "
-        "Peak: the best bf16 2048x2048x2048 `torch.mm` on this machine. Share of peak = FLOPs / "
+        "Peak: the best bf16 n x n x n `torch.mm` on this machine (n = 1024, 2048, 4096). Share of peak = FLOPs / "
         "seconds / peak.",
         "",
         "| U-Net | GFLOP / call | bf16 mm peak GFLOP/s | diffusers bf16 autocast s | spacetime bf16 s | spacetime bf16 / diffusers fp32 | share of peak: diffusers autocast | share of peak: spacetime bf16 | spacetime bf16 max abs diff |",

@@ -30,7 +30,7 @@ MULTIVIEW_GUIDANCE = 50.0
 SINGLE_VIEW_GUIDANCE = 100.0
 # Score distillation refining the fast path's field moves it at this fraction of the learning
 # rate it starts a sphere with: the shape is already there, only its details are to settle.
-REFINE_LR = 0.2
+REFINE_LR = 0.05
 
 
 @dataclass(frozen=True)

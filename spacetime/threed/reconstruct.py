@@ -182,10 +182,12 @@ def reconstruct(
     from spacetime.pipelines.multiview import MultiViewPipeline
 
     device = next(components.unet.parameters()).device
-    pipe = MultiViewPipeline(components, device)
+    # fp32 weights stay fp32 (score distillation may refine with them next); the sampling runs
+    # at the precision the reconstructor's training sets were made at (auto: bf16 here).
+    pipe = MultiViewPipeline(components, device, precision="fp32")
     views = pipe(
         prompt, negative_prompt or None, steps=steps, guidance=guidance, scheduler="dpm++",
-        seed=seed, progress=progress,
+        seed=seed, progress=progress, precision="auto",
     )[0]  # fmt: skip
     size = reconstructor.config.image_size
     if views.shape[1:3] != (size, size):
