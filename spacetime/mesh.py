@@ -7,7 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from spacetime.cli import Parser, add_device_flag, entry_point, run, warn_unknown_words
-from spacetime.threed import DEFAULT_STEPS, DEFAULT_TEXTURE_SIZE
+from spacetime.threed import DEFAULT_STEPS, DEFAULT_TEXTURE_SIZE, REFINE_STEPS
 
 
 def parser() -> Parser:
@@ -27,8 +27,9 @@ def parser() -> Parser:
     p.add_argument(
         "--steps",
         type=int,
-        default=DEFAULT_STEPS,
-        help=f"optimisation steps, 1 to 100000 (default {DEFAULT_STEPS})",
+        default=None,
+        help=f"optimisation steps, 1 to 100000 (default {REFINE_STEPS} refining the fast path's "
+        f"shape, {DEFAULT_STEPS} from a sphere)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed, 0 to 2**64-1 (default 0)")
     p.add_argument(

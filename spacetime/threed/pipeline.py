@@ -15,7 +15,7 @@ from spacetime.devices import check_device
 from spacetime.errors import ArgumentTypeError, ArgumentValueError, SpacetimeError
 from spacetime.formats.diffusers import Components
 from spacetime.models.inflate import MVDream
-from spacetime.threed import DEFAULT_TEXTURE_SIZE
+from spacetime.threed import DEFAULT_STEPS, DEFAULT_TEXTURE_SIZE, REFINE_STEPS
 from spacetime.threed.cameras import CameraRange
 from spacetime.threed.export import extract_mesh
 from spacetime.threed.guidance import Guidance, MultiViewGuidance, SingleViewGuidance
@@ -179,9 +179,9 @@ def text_to_mesh(
     default; fast: the model's four views at its default cameras read by `reconstructor` (None:
     the shipped one, which reads the shipped multi-view model), seconds instead of minutes;
     init: where score distillation starts: "sphere", "fast" (the fast path's field), or "auto"
-    ("fast" with the shipped multi-view model or a given reconstructor, else "sphere"); steps: Adam steps (None:
-    DEFAULT_STEPS); resolution: marching-cubes lattice points per
-    axis; texture_size: side of the texture the albedo is baked into (vertex colours are kept
+    ("fast" with the shipped multi-view model or a given reconstructor, else "sphere"); steps:
+    Adam steps (None: DEFAULT_STEPS from a sphere, REFINE_STEPS from the fast field); resolution:
+    marching-cubes lattice points per axis; texture_size: side of the texture the albedo is baked into (vertex colours are kept
     too), 0 for vertex colours only; device: where a model given by name is loaded and the field
     trains."""
     check_arguments(
@@ -216,7 +216,9 @@ def text_to_mesh(
                                negative_prompt=negative_prompt)  # fmt: skip
         if fast:
             return extract_mesh(start, resolution, texture_size=texture_size)
-    cfg = OptimiseConfig(seed=seed) if steps is None else OptimiseConfig(steps=steps, seed=seed)
+    if steps is None:
+        steps = DEFAULT_STEPS if start is None else REFINE_STEPS
+    cfg = OptimiseConfig(steps=steps, seed=seed)
     if start is not None:
         cfg = replace(cfg, lr=cfg.lr * REFINE_LR)
     guide = make_guidance(model, prompt, negative_prompt, single_view, guidance)
