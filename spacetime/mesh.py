@@ -127,28 +127,14 @@ def main(argv: list[str] | None = None) -> None:
                 )
             check_video_target(args.preview)
         device = pick_device(args.device)
-        from spacetime.threed.pipeline import default_model_for, load_model, text_to_mesh
+        from spacetime.threed.pipeline import (
+            default_model_for,
+            load_model,
+            reconstructor_for,
+            text_to_mesh,
+        )
 
-        wants_fast = args.fast or args.init == "fast"
-        if wants_fast and args.single_view:
-            raise SpacetimeError(
-                "--fast and --init fast read a multi-view model: not --single-view"
-            )
-        if wants_fast and args.model:
-            raise SpacetimeError(
-                "--fast and --init fast use the shipped reconstructor, which reads the shipped "
-                "multi-view model's views: leave out --model"
-            )
-        from spacetime.formats.load import default_model
-
-        reconstructor = None
-        if not args.model and not args.single_view and args.init != "sphere":
-            if default_model("reconstructor") is not None:
-                from spacetime.threed.pipeline import default_reconstructor
-
-                reconstructor = default_reconstructor()
-            elif wants_fast:
-                raise SpacetimeError("this install has no shipped reconstructor for --fast")
+        reconstructor = reconstructor_for(not args.model, args.single_view, args.fast, args.init)
         model = resolve(args.model or default_model_for(args.single_view))
         components = load_model(model, device)
         # The shared warning reads a pipeline's components; a namespace stands in for one.

@@ -22,7 +22,7 @@ from spacetime.threed.guidance import Guidance, MultiViewGuidance, SingleViewGui
 from spacetime.threed.optimise import OptimiseConfig, Progress, optimise
 from spacetime.threed.reconstruct import Reconstructor
 from spacetime.threed.sds import SDSConfig
-from spacetime.threed.texture import TEXTURE_SIZES
+from spacetime.threed.texture import check_texture_size
 
 # Classifier-free guidance scales: MVDream distils at 50; one view at a time needs more to commit
 # to a single mode (DreamFusion used 100 with Imagen).
@@ -136,19 +136,41 @@ def check_arguments(
         checks.number("guidance", guidance, 0.0)
     checks.integer("resolution", resolution, 8, MAX_RESOLUTION)
     checks.flag("single_view", single_view)
-    checks.integer("texture_size", texture_size, 0, TEXTURE_SIZES[-1])
-    if texture_size and texture_size not in TEXTURE_SIZES:
-        raise ArgumentValueError(
-            f"texture_size must be 0 (vertex colours only) or a power of two from "
-            f"{TEXTURE_SIZES[0]} to {TEXTURE_SIZES[-1]}, got {texture_size}"
-        )
+    if texture_size != 0:  # 0: vertex colours only
+        check_texture_size(texture_size)
 
 
 INITS = ("auto", "sphere", "fast")
 
 
-def default_reconstructor() -> Reconstructor:
-    """The shipped reconstructor (it reads the shipped multi-view model's views)."""
+def reconstructor_for(
+    shipped_model: bool, single_view: bool = False, fast: bool = False, init: str = "auto"
+) -> Reconstructor | None:
+    """The reconstructor a run reads the model's views with, or None to distil from a sphere.
+    The shipped one reads the shipped multi-view model's views only; asking the fast path
+    (`fast`, init "fast") of anything else is an error, "auto" quietly starts from a sphere."""
+    from spacetime.formats.load import default_model
+
+    if init not in INITS:
+        raise ArgumentValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
+    wanted = fast or init == "fast"
+    if single_view:
+        if wanted:
+            raise ArgumentValueError(
+                "--fast and --init fast read a multi-view model: not --single-view"
+            )
+        return None
+    if init == "sphere" and not fast:
+        return None
+    if not shipped_model or default_model("reconstructor") is None:
+        if not wanted:
+            return None
+        if not shipped_model:
+            raise ArgumentValueError(
+                "--fast and --init fast use the shipped reconstructor, which reads the shipped "
+                "multi-view model's views: leave out --model"
+            )
+        raise ArgumentValueError("this install has no shipped reconstructor for --fast")
     from spacetime.formats.load import shipped
     from spacetime.threed.reconstruct import load_reconstructor
 
@@ -179,26 +201,19 @@ def text_to_mesh(
     default; fast: the model's four views at its default cameras read by `reconstructor` (None:
     the shipped one, which reads the shipped multi-view model), seconds instead of minutes;
     init: where score distillation starts: "sphere", "fast" (the fast path's field), or "auto"
-    ("fast" with the shipped multi-view model or a given reconstructor, else "sphere"); steps:
-    Adam steps (None: DEFAULT_STEPS from a sphere, REFINE_STEPS from the fast field); resolution:
-    marching-cubes lattice points per axis; texture_size: side of the texture the albedo is baked into (vertex colours are kept
-    too), 0 for vertex colours only; device: where a model given by name is loaded and the field
+    ("fast" with the shipped multi-view model or a given reconstructor, else "sphere",
+    `reconstructor_for`); steps: Adam steps (None: DEFAULT_STEPS from a sphere, REFINE_STEPS from
+    the fast field); resolution: marching-cubes lattice points per axis; texture_size: side of
+    the texture the albedo is baked into (vertex colours are kept too), 0 for vertex colours
+    only; device: where a model given by name is loaded and the field
     trains."""
     check_arguments(
         prompt, negative_prompt, steps, seed, guidance, resolution, single_view, texture_size
     )
     checks.flag("fast", fast)
-    if init not in INITS:
-        raise ArgumentValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
-    if single_view and (fast or init == "fast"):
-        raise ArgumentValueError("the fast path reads a multi-view model's views: not single_view")
+    if reconstructor is None:
+        reconstructor = reconstructor_for(model is None, single_view, fast, init)
     device = check_device(device)
-    if init == "auto":
-        from spacetime.formats.load import default_model
-
-        # The shipped reconstructor reads the shipped multi-view model's views, no other's.
-        shipped = model is None and default_model("reconstructor") is not None
-        init = "fast" if not single_view and (reconstructor is not None or shipped) else "sphere"
     if not isinstance(model, Components):
         if model is not None and not isinstance(model, str | os.PathLike):
             raise ArgumentTypeError(
@@ -206,14 +221,13 @@ def text_to_mesh(
             )
         model = load_model(default_model_for(single_view) if model is None else model, device)
     start = None
-    if fast or init == "fast":
+    if reconstructor is not None and (fast or init != "sphere"):
         from spacetime.threed.reconstruct import reconstruct
 
         if not model.unet.takes_cameras:
             raise ArgumentValueError("the fast path reads a multi-view model's views")
-        net = default_reconstructor() if reconstructor is None else reconstructor
-        start, _ = reconstruct(model, net.to(device), prompt, seed=seed,
-                               negative_prompt=negative_prompt)  # fmt: skip
+        start = reconstruct(model, reconstructor.to(device), prompt, seed=seed,
+                            negative_prompt=negative_prompt)  # fmt: skip
         if fast:
             return extract_mesh(start, resolution, texture_size=texture_size)
     if steps is None:

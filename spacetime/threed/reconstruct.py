@@ -19,7 +19,6 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -172,13 +171,9 @@ def reconstruct(
     *,
     seed: int = 0,
     negative_prompt: str = "",
-    steps: int = FAST_STEPS,
-    guidance: float = FAST_GUIDANCE,
-    cfg: FieldConfig | None = None,
-    progress=None,
-) -> tuple[Field, np.ndarray]:
+) -> Field:
     """Prompt → a multi-view set from `components` (a multi-view model) at its default cameras →
-    the reconstructor's field, in one pass; returns (field, the uint8 views (v, h, w, 3))."""
+    the reconstructor's field, in one pass."""
     from spacetime.pipelines.multiview import MultiViewPipeline
 
     device = next(components.unet.parameters()).device
@@ -186,8 +181,8 @@ def reconstruct(
     # at the precision the reconstructor's training sets were made at (auto: bf16 here).
     pipe = MultiViewPipeline(components, device, precision="fp32")
     views = pipe(
-        prompt, negative_prompt or None, steps=steps, guidance=guidance, scheduler="dpm++",
-        seed=seed, progress=progress, precision="auto",
+        prompt, negative_prompt or None, steps=FAST_STEPS, guidance=FAST_GUIDANCE, scheduler="dpm++",
+        seed=seed, precision="auto",
     )[0]  # fmt: skip
     size = reconstructor.config.image_size
     if views.shape[1:3] != (size, size):
@@ -196,4 +191,4 @@ def reconstruct(
             f"{views.shape[2]}x{views.shape[1]}"
         )
     pixels = rearrange(torch.from_numpy(views).float() / 255, "v h w c -> 1 v c h w")
-    return reconstructor.field(pixels, cfg), views
+    return reconstructor.field(pixels)

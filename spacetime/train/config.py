@@ -335,15 +335,14 @@ class ReconstructorTraining(TrainConfig):
     primitive → its truncated signed distance and albedo. Each step's sets are the world's renders
     (views 90° apart, elevation 0 to max_elevation) and, `generated_share` of them, sets that the
     multi-view model `multiview` made for the training split's prompts at its default cameras
-    (`generated_per_prompt` seeds each, made once and cached), so the reconstructor learns the
-    model's own rendering and its disagreements between views."""
+    (`generated_per_prompt` seeds each, at the fast path's sampling settings, made once and
+    cached), so the reconstructor learns the model's own rendering and its disagreements between
+    views."""
 
     task: ClassVar[str] = "reconstructor"
     multiview: str = ""  # the multi-view model whose sets the reconstructor reads; "" none
     generated_per_prompt: int = 8
     generated_share: float = 0.5
-    generation_steps: int = 20  # DPM-Solver++ steps, at the multi-view model card's guidance
-    generation_guidance: float = 5.0
     max_elevation: float = 30.0
     elevation_step: float = 7.5
     grid: int = 16
@@ -353,7 +352,7 @@ class ReconstructorTraining(TrainConfig):
     def __post_init__(self):
         super().__post_init__()
         self._within(0, 1, "generated_share")
-        self._at_least(1, "generated_per_prompt", "generation_steps")
+        self._at_least(1, "generated_per_prompt")
         if self.generated_share > 0:
             self._needs("multiview", "the multi-view model whose sets it learns to read")
         self._check_elevations()

@@ -20,7 +20,13 @@ from torch import Tensor, nn
 
 from spacetime.formats.weights import atomic_write
 from spacetime.threed.field import lattice_points
-from spacetime.threed.reconstruct import Reconstructor, ReconstructorConfig, save_reconstructor
+from spacetime.threed.reconstruct import (
+    FAST_GUIDANCE,
+    FAST_STEPS,
+    Reconstructor,
+    ReconstructorConfig,
+    save_reconstructor,
+)
 from spacetime.train.common import rank_slice
 from spacetime.train.config import ReconstructorTraining
 from spacetime.train.multiview import (
@@ -70,7 +76,7 @@ def generated_sets(cfg: ReconstructorTraining) -> tuple[np.ndarray, list[Primiti
     digest = hashlib.sha256()
     for weights in find_weights(model / "unet", "diffusion_pytorch_model"):
         digest.update(weights.read_bytes())
-    settings = [cfg.generated_per_prompt, cfg.generation_steps, cfg.generation_guidance, cfg.seed]
+    settings = [cfg.generated_per_prompt, FAST_STEPS, FAST_GUIDANCE, cfg.seed]
     digest.update(json.dumps(settings).encode())
     path = cache_root() / f"reconstructor-sets-{digest.hexdigest()[:16]}.npz"
     primitives = training_primitives()
@@ -83,7 +89,7 @@ def generated_sets(cfg: ReconstructorTraining) -> tuple[np.ndarray, list[Primiti
     views, labels = [], []
     for i, primitive in enumerate(primitives):
         sets = pipe(
-            primitive.caption(), steps=cfg.generation_steps, guidance=cfg.generation_guidance,
+            primitive.caption(), steps=FAST_STEPS, guidance=FAST_GUIDANCE,
             scheduler="dpm++", seed=cfg.seed + i, num_images=cfg.generated_per_prompt,
         )  # fmt: skip
         views.append(sets)
