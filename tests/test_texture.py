@@ -353,12 +353,37 @@ def test_glb_passes_the_khronos_validator_without_warnings(kind, sphere, texture
 def test_textured_glb_renders_in_three_js(textured, tmp_path):
     path = tmp_path / "m.glb"
     write_mesh(textured, path)
-    run = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "check_glb_threejs.py"), str(path)],
-        capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stdout + run.stderr
-    report = json.loads(run.stdout)
+    (report,) = three_js(path)
     assert report["meshes"] == 1 and report["map"] == {"width": 256, "height": 256}
     assert report["material"] == "MeshStandardMaterial" and report["vertexColors"] is False
     assert report["covered"] > 0.05 and min(report["mean"]) > 40  # the lit gradient, not black
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    shutil.which("chromium") is None
+    or not (ROOT / "tools" / "node_modules" / "three" / "build").is_dir(),
+    reason="needs Chromium and `cd tools && npm install` (three.js)",
+)
+def test_vertex_coloured_and_textured_glbs_look_alike_in_three_js(sphere, tmp_path):
+    """The same colour as COLOR_0 (linear) and as a texture (sRGB) renders the same: neither
+    lighter (sRGB bytes read as linear) nor darker (glTF's metallic default material)."""
+    red = np.array(COLOURS["red"]) / 255
+    coloured = sphere.copy()
+    coloured.visual = trimesh.visual.ColorVisuals(coloured, vertex_colors=[*COLOURS["red"], 255])
+    paths = tmp_path / "coloured.glb", tmp_path / "textured.glb"
+    write_mesh(coloured, paths[0])
+    write_mesh(texture_mesh(sphere, lambda p: np.broadcast_to(red, p.shape), 64), paths[1])
+    vertex, texture = three_js(*paths)
+    assert vertex["vertexColors"] is True and vertex["metalness"] == 0
+    assert np.abs(np.array(vertex["mean"]) - texture["mean"]).max() <= 3, (vertex, texture)
+
+
+def three_js(*paths):
+    """check_glb_threejs.py's report on each .glb."""
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "check_glb_threejs.py"), *map(str, paths)],
+        capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    return [json.loads(line) for line in run.stdout.splitlines()]

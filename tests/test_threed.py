@@ -406,8 +406,29 @@ def test_mesh_round_trips_through_each_format(sphere_mesh, tmp_path, suffix):
     back = trimesh.load(path, process=False, force="mesh")
     assert len(back.vertices) == len(sphere_mesh.vertices)
     assert len(back.faces) == len(sphere_mesh.faces)
-    assert np.array_equal(back.visual.vertex_colors, sphere_mesh.visual.vertex_colors)
+    if suffix == ".glb":  # glTF's COLOR_0 is linear: sRGB again, it is the colour written
+        (geometry,) = trimesh.load(path, process=False).geometry.values()
+        linear = geometry.visual.vertex_attributes["color"]
+        srgb = np.round(255 * linear_to_srgb(linear)).astype(int)
+        assert np.array_equal(srgb, sphere_mesh.visual.vertex_colors[:, :3])
+    else:
+        assert np.array_equal(back.visual.vertex_colors, sphere_mesh.visual.vertex_colors)
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary left behind
+
+
+def linear_to_srgb(c):
+    """IEC 61966-2-1's encoding of linear [0, 1] values."""
+    c = np.asarray(c, np.float64)
+    return np.where(c <= 0.0031308, 12.92 * c, 1.055 * c ** (1 / 2.4) - 0.055)
+
+
+def test_a_vertex_coloured_glb_has_a_matte_material(sphere_mesh, tmp_path):
+    """glTF's default material is fully metallic: without one the mesh would show dark."""
+    path = tmp_path / "m.glb"
+    write_mesh(sphere_mesh, path)
+    (geometry,) = trimesh.load(path, process=False).geometry.values()
+    material = geometry.visual.material
+    assert (material.metallicFactor, material.roughnessFactor) == (0.0, 1.0)
 
 
 def test_unknown_mesh_extension_writes_nothing(sphere_mesh, tmp_path):

@@ -13,13 +13,16 @@ loader as the published file. Random weights measure speed and memory, not quali
 is noise. The mesh command runs in this process (spacetime.mesh.main), so the peak memory covers
 it; the checkpoint is loaded once more beforehand to time loading alone. Sized to finish in
 about 8 minutes on one H100 (default 500 steps). Results: docs/mvdream_gpu.json and the
-"## Measured on a lent GPU" section of docs/mvdream.md (not with --dry-run).
+"## Measured on a lent GPU" section of docs/mvdream.md (not with --dry-run). With
+`--device cpu` (and few steps) the same full-size run checks loading and the recipe where no GPU
+is lent: docs/mvdream_cpu.json and the "## Full size on a CPU" section, with the peak RSS.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import tempfile
 import time
 from dataclasses import asdict
@@ -27,9 +30,10 @@ from pathlib import Path
 
 from _shared import ROOT, log, machine, write_section
 
-RESULTS = ROOT / "docs" / "mvdream_gpu.json"
+RESULTS = {"gpu": ROOT / "docs" / "mvdream_gpu.json", "cpu": ROOT / "docs" / "mvdream_cpu.json"}
 DOC = ROOT / "docs" / "mvdream.md"
 SECTION = "## Measured on a lent GPU"
+CPU_SECTION = "## Full size on a CPU"
 PROMPT = "a DSLR photo of a corgi wearing a top hat"
 # MVDream-threestudio's configs/mvdream-sd21.yaml prompt_processor.negative_prompt
 NEGATIVE = (
@@ -113,7 +117,8 @@ def main() -> None:
         raise SystemExit("no CUDA device here: run on a lent GPU, or pass --dry-run")
     work = Path(args.workdir or tempfile.mkdtemp(prefix="gpu-mvdream-"))
     work.mkdir(parents=True, exist_ok=True)
-    result: dict = {"device": torch.cuda.get_device_name() if cuda else "cpu", "steps": args.steps}
+    device = torch.cuda.get_device_name() if cuda else machine()["cpu"]
+    result: dict = {"device": device, "steps": args.steps}
     model = args.model
     if model is None:
         size = "tiny" if args.dry_run else "sd21-base"
@@ -150,27 +155,37 @@ def main() -> None:
     result["per_step_s"] = round((result["mesh_command_s"] - result["load_s"]) / args.steps, 3)
     if cuda:
         result["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    else:  # Linux reports the peak resident set in KiB
+        result["peak_rss_gib"] = round(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2
+        )
     result["mesh_bytes"] = out.stat().st_size
     result["machine"] = machine()
     print(json.dumps(result, indent=2))
     if not args.dry_run:
-        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-        write_section(DOC, report(result), SECTION)
+        kind = "gpu" if cuda else "cpu"
+        RESULTS[kind].write_text(json.dumps(result, indent=2) + "\n")
+        write_section(DOC, report(result), SECTION if cuda else CPU_SECTION)
 
 
 def report(r: dict) -> str:
+    cuda = "peak_gpu_memory_gib" in r
     memory = (
-        f", peak GPU memory {r['peak_gpu_memory_gib']} GiB" if "peak_gpu_memory_gib" in r else ""
+        f", peak GPU memory {r['peak_gpu_memory_gib']} GiB"
+        if cuda
+        else f", peak resident memory {r['peak_rss_gib']} GiB (building the file included)"
     )
+    device = "" if cuda else " --device cpu"
     return (
-        f"{SECTION}\n\n"
-        f"`python tools/gpu_mvdream.py --steps {r['steps']}` on {r['device']} "
+        f"{SECTION if cuda else CPU_SECTION}\n\n"
+        f"`python tools/gpu_mvdream.py --steps {r['steps']}{device}` on {r['device']} "
         f"({r['machine']['date']}, torch {r['machine']['torch']}), weights: {r['weights']}.\n\n"
         f"| phase | seconds |\n|---|---|\n"
         f"| load the checkpoint | {r['load_s']} |\n"
         f"| `python -m spacetime.mesh` ({r['steps']} steps, load to .glb) | {r['mesh_command_s']} |\n"
         f"| per step (command less loading) | {r['per_step_s']} |\n\n"
-        f"fp32 throughout{memory}. Raw numbers: docs/mvdream_gpu.json.\n"
+        f"fp32 throughout{memory}. Raw numbers: "
+        f"docs/{RESULTS['gpu' if cuda else 'cpu'].name}.\n"
     )
 
 

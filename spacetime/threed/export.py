@@ -141,8 +141,8 @@ def write_mesh(mesh: trimesh.Trimesh, path: str | os.PathLike) -> None:
     baseColorTexture is the PNG, its vertex colours in the application-specific attribute _ALBEDO
     (glTF makes COLOR_0 a multiplier of the base colour: it would darken the texture); to .obj
     with NAME.mtl and NAME_albedo.png beside it, the three renamed into place together; to .ply
-    as vertex colours. A vertex-coloured mesh goes to .glb with COLOR_0, to .obj and .ply with
-    vertex colours."""
+    as vertex colours. A vertex-coloured mesh goes to .glb with COLOR_0 (linear, as glTF defines
+    it) and a matte material, to .obj and .ply with vertex colours (sRGB bytes)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in MESH_SUFFIXES:
@@ -156,7 +156,7 @@ def write_mesh(mesh: trimesh.Trimesh, path: str | os.PathLike) -> None:
     if suffix == ".ply":
         data = vertex_coloured(mesh).export(file_type="ply", vertex_normal=True)
     elif suffix == ".glb":
-        data = (glb_mesh(mesh) if textured else mesh).export(
+        data = (glb_mesh(mesh) if textured else glb_vertex_coloured(mesh)).export(
             file_type="glb", include_normals=True, tree_postprocessor=complete_gltf
         )
     else:
@@ -184,17 +184,48 @@ def glb_mesh(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
     return out
 
 
+def glb_vertex_coloured(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
+    """A vertex-coloured mesh as trimesh's glTF exporter should see it: its colours linear, in
+    float, under LINEAR_COLOURS (complete_gltf names them COLOR_0). trimesh would write the sRGB
+    bytes themselves as COLOR_0, which glTF reads as linear: every colour would show too light."""
+    out = trimesh.Trimesh(
+        mesh.vertices, mesh.faces, vertex_normals=mesh.vertex_normals, process=False
+    )
+    out.vertex_attributes[LINEAR_COLOURS] = srgb_to_linear(vertex_colours(mesh)[:, :3])
+    return out
+
+
+def srgb_to_linear(colours: np.ndarray) -> np.ndarray:
+    """uint8 sRGB → float32 linear in [0, 1] (IEC 61966-2-1's transfer function)."""
+    c = np.asarray(colours, np.float64) / 255
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
 # glTF's WebGL enums: buffer targets, texture filters and wrapping
 ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER = 34962, 34963
 LINEAR, LINEAR_MIPMAP_LINEAR, CLAMP_TO_EDGE = 9729, 9987, 33071
+# The attribute glb_vertex_coloured writes the linear colours to; complete_gltf renames it.
+LINEAR_COLOURS = "_COLOR_LINEAR"
+# glTF's default material is fully metallic: a mesh with only vertex colours would show dark.
+MATTE = {
+    "name": "vertex colours",
+    "pbrMetallicRoughness": {"metallicFactor": 0.0, "roughnessFactor": 1.0},
+}
 
 
 def complete_gltf(tree: dict) -> None:
     """Add what trimesh's glTF exporter leaves out: each bufferView's target, vertex or index
-    data (the Khronos validator's only hints), and a sampler that filters trilinearly and clamps
-    at the texture's edges (the default repeats, so bilinear reads there would wrap around)."""
+    data (the Khronos validator's only hints); for a vertex-coloured mesh, its linear colours
+    as COLOR_0 and a matte material; and a sampler that filters trilinearly and clamps at the
+    texture's edges (the default repeats, so bilinear reads there would wrap around)."""
     for mesh in tree.get("meshes", []):
         for primitive in mesh["primitives"]:
+            attributes = primitive["attributes"]
+            if LINEAR_COLOURS in attributes:
+                attributes["COLOR_0"] = attributes.pop(LINEAR_COLOURS)
+            if "material" not in primitive:
+                tree.setdefault("materials", []).append(dict(MATTE))
+                primitive["material"] = len(tree["materials"]) - 1
             for accessor in primitive["attributes"].values():
                 view = tree["accessors"][accessor]["bufferView"]
                 tree["bufferViews"][view]["target"] = ARRAY_BUFFER
