@@ -52,6 +52,14 @@ def parser() -> Parser:
         f"two from 16 to 8192, or 0 for vertex colours only (default {DEFAULT_TEXTURE_SIZE})",
     )
     p.add_argument(
+        "--faces",
+        type=int,
+        default=0,
+        help="decimate the mesh to about this many faces for viewers (quadric edge collapse; "
+        "more where fewer would break the solid), 4 to 10**8, or 0 to keep every face marching "
+        "cubes makes (default 0: ~50k-100k at --resolution 128)",
+    )
+    p.add_argument(
         "--preview", type=Path, default=None, help="also write a turntable of the mesh (.mp4, .gif)"
     )
     p.add_argument(
@@ -115,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         # Everything that can be wrong with the request fails here, before a model loads.
         check_arguments(
             args.prompt, args.negative_prompt, args.steps, args.seed, args.guidance,
-            args.resolution, args.single_view, args.texture_size,
+            args.resolution, args.single_view, args.texture_size, args.faces,
         )  # fmt: skip
         check_mesh_target(args.out)
         # A .ply holds vertex colours only: no texture to bake.
@@ -159,7 +167,8 @@ def main(argv: list[str] | None = None) -> None:
             args.prompt, components, fast=args.fast, init=args.init, reconstructor=reconstructor,
             steps=args.steps, seed=args.seed, guidance=args.guidance,
             resolution=args.resolution, single_view=args.single_view,
-            negative_prompt=args.negative_prompt, texture_size=texture_size, progress=progress,
+            negative_prompt=args.negative_prompt, texture_size=texture_size, faces=args.faces,
+            progress=progress,
         )  # fmt: skip
         if skipped:
             print(f"warning: {skipped} steps skipped for non-finite gradients", file=sys.stderr)

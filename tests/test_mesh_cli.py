@@ -56,14 +56,22 @@ def test_texture_size_zero_writes_vertex_colours_only(model, tmp_path, capsys):
     )  # fmt: skip
     assert code == 0, stderr
     assert stdout.strip().endswith("faces)")  # no texture
-    assert trimesh.load(out, process=False, force="mesh").visual.kind == "vertex"
+    (mesh,) = trimesh.load(out, process=False).geometry.values()
+    assert mesh.visual.material.baseColorTexture is None  # the matte material, no texture
+    assert mesh.visual.vertex_attributes["color"].shape == (len(mesh.vertices), 3)  # COLOR_0
 
 
-@pytest.mark.parametrize("size", ["100", "8", "16384", "-1"])
-def test_bad_texture_size_is_one_line_and_writes_nothing(tmp_path, capsys, size):
+@pytest.mark.parametrize(
+    "flag, value",
+    [("--texture-size", v) for v in ("100", "8", "16384", "-1")]
+    + [("--faces", v) for v in ("3", "-1", "1e9", "many")],
+)
+def test_bad_texture_size_or_face_count_is_one_line_and_writes_nothing(
+    tmp_path, capsys, flag, value
+):
     out = tmp_path / "m.glb"
-    code, _, stderr = run_cli(["a red cube", "--out", out, "--texture-size", size], capsys)
-    assert code == 2 and "texture_size" in stderr and size in stderr
+    code, _, stderr = run_cli(["a red cube", "--out", out, flag, value], capsys)
+    assert code == 2 and flag[2:].replace("-", "_") in stderr and value in stderr
     assert len(stderr.strip().splitlines()) == 1
     assert not any(tmp_path.iterdir())
 
@@ -112,12 +120,13 @@ def test_fast_makes_the_prompts_solid_in_one_watertight_piece(tmp_path, capsys):
 
     out = tmp_path / "cone.glb"
     code, stdout, _ = run_cli(
-        ["a red cone", "--fast", "--out", out, "--texture-size", "64"], capsys
+        ["a red cone", "--fast", "--out", out, "--texture-size", "64", "--faces", "3000"], capsys
     )
     assert code == 0 and f"wrote {out}" in stdout
     mesh = trimesh.load(out, force="mesh")
     solid = trimesh.Trimesh(mesh.vertices, mesh.faces)  # welded along the UV seams
     assert solid.is_watertight and len(solid.split(only_watertight=False)) == 1
+    assert len(solid.faces) == 3000  # decimated from ~50k
     assert compare(solid, Primitive("cone", "red")).iou > 0.85
 
 

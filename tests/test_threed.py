@@ -19,7 +19,7 @@ from spacetime.models.unet import UNet2DCondition, UNetConfig
 from spacetime.models.vae import AutoencoderKL, VAEConfig
 from spacetime.sampling import NoiseSchedule
 from spacetime.threed.cameras import CameraRange, camera_matrices, orbit_views
-from spacetime.threed.export import extract_mesh, marching_cubes, write_mesh
+from spacetime.threed.export import decimate, extract_mesh, marching_cubes, write_mesh
 from spacetime.threed.field import Field, FieldConfig, lattice_points
 from spacetime.threed.guidance import (
     MultiViewGuidance,
@@ -353,6 +353,34 @@ def test_extracted_mesh_is_clean_and_coloured_by_the_albedo():
     assert mesh.is_watertight and mesh.is_winding_consistent and mesh.volume > 0
     assert np.abs(mesh.visual.vertex_colors[:, :3].astype(int) - COLOURS["yellow"]).max() <= 2
     assert volume_iou(mesh, primitive, 48) > 0.9
+
+
+@pytest.fixture(scope="module")
+def torus_mesh():
+    return extract_mesh(Field.from_sdf(Primitive("torus", "yellow"), SMALL), 48)
+
+
+def test_decimation_keeps_the_solid_with_the_faces_asked_for(torus_mesh):
+    primitive = Primitive("torus", "yellow")
+    field = Field.from_sdf(primitive, SMALL)
+    mesh = extract_mesh(field, 48, faces=1500)
+    assert len(torus_mesh.faces) > 9000 and len(mesh.faces) == 1500
+    assert mesh.is_watertight and mesh.is_winding_consistent and mesh.volume > 0
+    assert len(mesh.split(only_watertight=False)) == 1
+    full, fewer = volume_iou(torus_mesh, primitive, 48), volume_iou(mesh, primitive, 48)
+    assert fewer > full - 0.02, (full, fewer)
+    # coloured after decimation: every vertex has its colour
+    assert np.abs(mesh.visual.vertex_colors[:, :3].astype(int) - COLOURS["yellow"]).max() <= 2
+
+
+def test_too_few_faces_for_the_solid_are_raised_until_it_holds(torus_mesh):
+    """Quadric collapse to 16 faces tears this torus; the count doubles instead."""
+    torn = torus_mesh.simplify_quadric_decimation(face_count=16)
+    assert len(torn.split(only_watertight=False)) > 1 or not torn.is_watertight
+    mesh = decimate(torus_mesh, 16)
+    assert 16 < len(mesh.faces) <= 64
+    assert mesh.is_watertight and len(mesh.split(only_watertight=False)) == 1
+    assert decimate(mesh, 10 * len(mesh.faces)) is mesh  # nothing to remove
 
 
 def test_of_two_solids_only_the_larger_is_kept():

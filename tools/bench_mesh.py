@@ -9,7 +9,8 @@ For every colour × solid prompt (`a red cube`) and mode, `text_to_mesh` with th
 - quality: score distillation with the multi-view model, starting from the fast result (the CLI's
   default);
 - multiview / single-view: score distillation from a sphere with the multi-view model, or one view
-  at a time with the image model (the earlier default and its comparison).
+  at a time with the image model (the earlier default and its comparison);
+- fast-5k / quality-5k: fast and quality decimated to 5000 faces (`--faces 5000`).
 Each exported mesh is compared with the world's ground-truth primitive: volume IoU and Chamfer
 distance, whether it is watertight and how many connected pieces it has, and the 3D oracle's
 reading of the mesh rendered from 8 novel cameras (elevation 15°, azimuths 22.5° + 45°k: off the
@@ -38,10 +39,13 @@ BENCHMARKS = ROOT / "docs" / "benchmarks.md"
 CARD = ROOT / "spacetime" / "assets" / "default-multiview" / "MODEL_CARD.md"
 IMAGES = ROOT / "docs" / "images"
 SECTION = "## Text to mesh"
-MODES = ("fast", "quality", "multiview", "single-view")
+MODES = ("fast", "quality", "multiview", "single-view", "fast-5k", "quality-5k")
+DECIMATED = 5000  # faces in the -5k modes
+SUMMARY_ONLY = ("single-view", "fast-5k", "quality-5k")  # not in the per-prompt table
 DEFAULT_MODES = ("fast", "quality")
 LABELS = {"fast": "fast", "quality": "quality", "multiview": "SDS from a sphere",
-          "single-view": "single-view"}  # fmt: skip
+          "single-view": "single-view", "fast-5k": f"fast, `--faces {DECIMATED}`",
+          "quality-5k": f"quality, `--faces {DECIMATED}`"}  # fmt: skip
 SOLIDS = ("sphere", "cube", "cylinder", "cone", "torus")
 COLOURS = ("red", "blue", "yellow")
 PREVIEWS = ("a red cube", "a blue sphere", "a yellow cone", "a red torus", "a blue cylinder")
@@ -74,6 +78,8 @@ def run_job(job: tuple[str, str, int, int]) -> dict:
         "quality": dict(init="fast"),
         "multiview": dict(init="sphere"),
         "single-view": dict(single_view=True),
+        "fast-5k": dict(fast=True, faces=DECIMATED),
+        "quality-5k": dict(init="fast", faces=DECIMATED),
     }[mode]
     mesh = text_to_mesh(prompt, seed=seed, **options)
     glb = ROOT / "runs" / "bench-mesh" / f"{mode}-{spec.colour}-{spec.shape}.glb"
@@ -126,6 +132,8 @@ def report(results: dict[str, dict], machine: str) -> str:
         if not done:
             continue
         times = sorted(r["seconds"] for r in done)
+        faces = sorted(r["faces"] for r in done if "faces" in r)
+        faces = f"{faces[len(faces) // 2]:,}" if faces else "not recorded"
         solid = [r for r in done if "watertight" in r]
         one = (
             f"{sum(r['watertight'] and r['components'] == 1 for r in solid)} / {len(solid)}"
@@ -138,10 +146,10 @@ def report(results: dict[str, dict], machine: str) -> str:
             f"{colour} / {len(done)} | {one} | "
             f"{sum(r['iou'] for r in done) / len(done):.3f} | "
             f"{sum(r['chamfer'] for r in done) / len(done):.3f} | "
-            f"{times[len(times) // 2]:.1f} s |"
+            f"{faces} | {times[len(times) // 2]:.1f} s |"
         )
     shown = [
-        m for m in MODES if any(r["mode"] == m for r in results.values()) and m != "single-view"
+        m for m in MODES if any(r["mode"] == m for r in results.values()) and m not in SUMMARY_ONLY
     ]
     rows = []
     for prompt in prompts:
@@ -172,7 +180,8 @@ def report(results: dict[str, dict], machine: str) -> str:
 `python tools/bench_mesh.py` on {machine}: every prompt through `text_to_mesh` (default settings,
 seed 0) with the shipped models. *fast*: the multi-view model's four views read by the
 feed-forward reconstructor (`--fast`); *quality*: score distillation starting from the fast result
-(the CLI's default); *SDS from a sphere*: score distillation from the initial sphere, as the CLI
+(the CLI's default); either with `--faces {DECIMATED}`: decimated to about {DECIMATED} faces
+(summary only); *SDS from a sphere*: score distillation from the initial sphere, as the CLI
 did before (recorded 2026-11-26, before the surface cleanup: watertightness and pieces were not
 recorded then); *single-view*: DreamFusion-style SDS on the image model. IoU and Chamfer (world
 units; the primitives fit the unit ball) against the world's ground-truth primitive; *pieces*:
@@ -181,8 +190,8 @@ mesh rendered from 8 novel cameras (elevation 15°, azimuths 22.5° + 45°k) and
 recognised when the most common reading is its colour and solid. Time: prompt → .glb written,
 {_threads(results)}.
 
-| mode | prompts | recognised | colour right | one watertight piece | mean IoU | mean Chamfer | median time |
-|---|---|---|---|---|---|---|---|
+| mode | prompts | recognised | colour right | one watertight piece | mean IoU | mean Chamfer | median faces | median time |
+|---|---|---|---|---|---|---|---|---|
 {chr(10).join(summary)}
 
 | prompt | {head} |

@@ -77,10 +77,28 @@ def clean(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
     return mesh
 
 
-def extract_mesh(field: Field, resolution: int = 128, texture_size: int = 0) -> trimesh.Trimesh:
-    """The field's surface from a `resolution`^3 lattice, its largest piece only (`clean`), each
-    vertex coloured by the field's albedo there; with a `texture_size` (a power of two), also cut into UV charts with
-    the albedo baked into a texture of that side (`texture_mesh`)."""
+def decimate(mesh: trimesh.Trimesh, faces: int) -> trimesh.Trimesh:
+    """`mesh` with about `faces` faces, for viewers, by quadric edge collapse (Garland & Heckbert
+    1997, fast-simplification through trimesh): flat sides keep few triangles, curved ones their
+    shape. Where so few faces would break the solid (holes, pieces: a torus at 50), the count is
+    doubled until it holds; a mesh already that small is returned as it is."""
+    target = faces
+    while target < len(mesh.faces):
+        out = mesh.simplify_quadric_decimation(face_count=target)
+        if out.is_watertight and len(out.split(only_watertight=False)) == 1:
+            trimesh.repair.fix_normals(out, multibody=False)
+            return out
+        target *= 2
+    return mesh
+
+
+def extract_mesh(
+    field: Field, resolution: int = 128, texture_size: int = 0, faces: int = 0
+) -> trimesh.Trimesh:
+    """The field's surface from a `resolution`^3 lattice, its largest piece only (`clean`),
+    decimated to about `faces` faces if given (`decimate`), each vertex coloured by the field's
+    albedo there; with a `texture_size` (a power of two), also cut into UV charts with the albedo
+    baked into a texture of that side (`texture_mesh`)."""
     if resolution < 8:
         raise SpacetimeError(f"marching cubes resolution must be >= 8, got {resolution}")
     volume, level, inside = field.surface_volume(resolution)
@@ -92,8 +110,10 @@ def extract_mesh(field: Field, resolution: int = 128, texture_size: int = 0) -> 
             "(train it for more steps)"
         )
     volume = fill_cavities(volume, level, inside)
-    vertices, faces = marching_cubes(volume, level, inside)
-    mesh = clean(trimesh.Trimesh(vertices, faces, process=False))
+    vertices, triangles = marching_cubes(volume, level, inside)
+    mesh = clean(trimesh.Trimesh(vertices, triangles, process=False))
+    if faces:
+        mesh = decimate(mesh, faces)
     albedo = albedo_of(field)
     if texture_size:
         return texture_mesh(mesh, albedo, texture_size)

@@ -111,6 +111,7 @@ def make_guidance(
 
 MAX_STEPS = 100_000  # ~10 hours at the CPU's ~0.4 s a step: more is a typo, not a plan
 MAX_RESOLUTION = 512  # 512^3 lattice values already take 0.5 GB
+MIN_FACES, MAX_FACES = 4, 100_000_000  # a tetrahedron; far past any lattice's surface
 
 
 def check_arguments(
@@ -122,6 +123,7 @@ def check_arguments(
     resolution: object = 128,
     single_view: object = False,
     texture_size: object = DEFAULT_TEXTURE_SIZE,
+    faces: object = 0,
 ) -> None:
     """text_to_mesh's arguments, each named in the error; no model needed."""
     for name, text in (("prompt", prompt), ("negative_prompt", negative_prompt)):
@@ -138,6 +140,8 @@ def check_arguments(
     checks.flag("single_view", single_view)
     if texture_size != 0:  # 0: vertex colours only
         check_texture_size(texture_size)
+    if faces != 0:  # 0: every face marching cubes makes
+        checks.integer("faces", faces, MIN_FACES, MAX_FACES)
 
 
 INITS = ("auto", "sphere", "fast")
@@ -191,6 +195,7 @@ def text_to_mesh(
     single_view: bool = False,
     negative_prompt: str = "",
     texture_size: int = DEFAULT_TEXTURE_SIZE,
+    faces: int = 0,
     device: str | torch.device = "cpu",
     progress: Callable[[Progress], None] | None = None,
 ) -> trimesh.Trimesh:
@@ -205,10 +210,19 @@ def text_to_mesh(
     `reconstructor_for`); steps: Adam steps (None: DEFAULT_STEPS from a sphere, REFINE_STEPS from
     the fast field); resolution: marching-cubes lattice points per axis; texture_size: side of
     the texture the albedo is baked into (vertex colours are kept too), 0 for vertex colours
-    only; device: where a model given by name is loaded and the field
+    only; faces: decimate the mesh to about this many faces for viewers (0: keep every face,
+    `export.decimate`); device: where a model given by name is loaded and the field
     trains."""
     check_arguments(
-        prompt, negative_prompt, steps, seed, guidance, resolution, single_view, texture_size
+        prompt,
+        negative_prompt,
+        steps,
+        seed,
+        guidance,
+        resolution,
+        single_view,
+        texture_size,
+        faces,
     )
     checks.flag("fast", fast)
     if reconstructor is None:
@@ -229,7 +243,7 @@ def text_to_mesh(
         start = reconstruct(model, reconstructor.to(device), prompt, seed=seed,
                             negative_prompt=negative_prompt)  # fmt: skip
         if fast:
-            return extract_mesh(start, resolution, texture_size=texture_size)
+            return extract_mesh(start, resolution, texture_size, faces)
     if steps is None:
         steps = DEFAULT_STEPS if start is None else REFINE_STEPS
     cfg = OptimiseConfig(steps=steps, seed=seed)
@@ -237,4 +251,4 @@ def text_to_mesh(
         cfg = replace(cfg, lr=cfg.lr * REFINE_LR)
     guide = make_guidance(model, prompt, negative_prompt, single_view, guidance)
     field = optimise(guide, cfg, progress, start)
-    return extract_mesh(field, resolution, texture_size=texture_size)
+    return extract_mesh(field, resolution, texture_size, faces)
