@@ -172,6 +172,12 @@ def main(argv: list[str] | None = None) -> None:
         )  # fmt: skip
         if skipped:
             print(f"warning: {skipped} steps skipped for non-finite gradients", file=sys.stderr)
+        if args.faces and len(mesh.faces) > args.faces:  # export.decimate raised the count
+            print(
+                f"warning: kept {len(mesh.faces)} faces, not {args.faces}: fewer would tear the "
+                "solid (holes or pieces)",
+                file=sys.stderr,
+            )
         from spacetime.threed.export import write_mesh
 
         write_mesh(mesh, args.out)

@@ -142,3 +142,15 @@ def test_fast_path_refusals_are_one_line_and_write_nothing(args, message, tmp_pa
     out = tmp_path / "m.glb"
     code, _, stderr = run_cli(["a red cube", "--out", out, *args], capsys)
     assert code == 2 and message in stderr and not out.exists()
+
+
+def test_a_face_count_raised_to_keep_the_solid_is_a_warning(tmp_path, capsys, monkeypatch):
+    """When `export.decimate` keeps more faces than asked (fewer would tear the solid), say so."""
+    import spacetime.threed.pipeline as pipeline
+
+    sphere = trimesh.creation.icosphere(subdivisions=2)  # 320 faces, as if decimation stopped
+    monkeypatch.setattr(pipeline, "text_to_mesh", lambda *a, **k: sphere)
+    out = tmp_path / "m.ply"
+    code, stdout, stderr = run_cli(["a red cube", "--fast", "--out", out, "--faces", "100"], capsys)
+    assert code == 0 and "320 faces" in stdout
+    assert "warning: kept 320 faces, not 100: fewer would tear the solid" in stderr

@@ -19,7 +19,13 @@ from spacetime.models.unet import UNet2DCondition, UNetConfig
 from spacetime.models.vae import AutoencoderKL, VAEConfig
 from spacetime.sampling import NoiseSchedule
 from spacetime.threed.cameras import CameraRange, camera_matrices, orbit_views
-from spacetime.threed.export import decimate, extract_mesh, marching_cubes, write_mesh
+from spacetime.threed.export import (
+    decimate,
+    extract_mesh,
+    marching_cubes,
+    without_fins,
+    write_mesh,
+)
 from spacetime.threed.field import Field, FieldConfig, lattice_points
 from spacetime.threed.guidance import (
     MultiViewGuidance,
@@ -366,7 +372,7 @@ def test_decimation_keeps_the_solid_with_the_faces_asked_for(torus_mesh):
     mesh = extract_mesh(field, 48, faces=1500)
     assert len(torus_mesh.faces) > 9000 and len(mesh.faces) == 1500
     assert mesh.is_watertight and mesh.is_winding_consistent and mesh.volume > 0
-    assert len(mesh.split(only_watertight=False)) == 1
+    assert len(mesh.split(only_watertight=False)) == 1 and mesh.euler_number == 0
     full, fewer = volume_iou(torus_mesh, primitive, 48), volume_iou(mesh, primitive, 48)
     assert fewer > full - 0.02, (full, fewer)
     # coloured after decimation: every vertex has its colour
@@ -380,7 +386,22 @@ def test_too_few_faces_for_the_solid_are_raised_until_it_holds(torus_mesh):
     mesh = decimate(torus_mesh, 16)
     assert 16 < len(mesh.faces) <= 64
     assert mesh.is_watertight and len(mesh.split(only_watertight=False)) == 1
+    assert mesh.euler_number == torus_mesh.euler_number == 0  # still a torus
     assert decimate(mesh, 10 * len(mesh.faces)) is mesh  # nothing to remove
+
+
+def test_a_fin_is_dropped_and_the_solid_closes_again():
+    """A face and its reverse sticking out of an edge, as quadric collapse can fold them."""
+    sphere = trimesh.creation.icosphere(subdivisions=2)
+    a, b = sphere.edges_unique[0]
+    n = len(sphere.vertices)
+    vertices = np.vstack([sphere.vertices, 1.5 * sphere.vertices[a]])
+    finned = trimesh.Trimesh(vertices, np.vstack([sphere.faces, [[a, b, n], [n, b, a]]]))
+    assert not finned.is_watertight
+    out = without_fins(finned)
+    assert np.array_equal(out.faces, sphere.faces)
+    out.remove_unreferenced_vertices()
+    assert out.is_watertight and out.is_winding_consistent
 
 
 def test_of_two_solids_only_the_larger_is_kept():
