@@ -31,6 +31,11 @@ SINGLE_VIEW_GUIDANCE = 100.0
 # Score distillation refining the fast path's field moves it at this fraction of the learning
 # rate it starts a sphere with: the shape is already there, only its details are to settle.
 REFINE_LR = 0.05
+# Smoothing steps (export.smooth) for the mesh of a distilled field: score distillation leaves
+# wrinkles of the guidance's noise (mean angle between neighbouring faces 4.4 deg on the 15 world
+# prompts, 1.1 on the fast path's meshes); 20 steps take it to 1.5 and mean IoU 0.879 -> 0.881.
+# The fast path's meshes are smooth already: smoothing only rounds their edges (IoU -0.003).
+DISTILLED_SMOOTHING = 20
 
 
 @dataclass(frozen=True)
@@ -251,4 +256,4 @@ def text_to_mesh(
         cfg = replace(cfg, lr=cfg.lr * REFINE_LR)
     guide = make_guidance(model, prompt, negative_prompt, single_view, guidance)
     field = optimise(guide, cfg, progress, start)
-    return extract_mesh(field, resolution, texture_size, faces)
+    return extract_mesh(field, resolution, texture_size, faces, smoothing=DISTILLED_SMOOTHING)
