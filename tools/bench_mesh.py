@@ -59,6 +59,7 @@ def novel_cameras():
 
 def run_job(job: tuple[str, str, int, int]) -> dict:
     """One prompt in one mode → metrics (runs in a worker process)."""
+    import numpy as np
     import torch
     import trimesh
 
@@ -102,6 +103,8 @@ def run_job(job: tuple[str, str, int, int]) -> dict:
         # on the surface itself: a textured mesh's vertices are split along its UV seams
         "watertight": bool(welded.is_watertight),
         "components": len(welded.split(only_watertight=False)),
+        # smoothness: the mean angle between neighbouring faces, in degrees (0 on a plane)
+        "wrinkle_deg": round(float(np.degrees(welded.face_adjacency_angles).mean()), 2),
         "views_right": sum(
             v.colour == spec.colour and v.shape == spec.shape for v in reading.views
         ),
@@ -134,6 +137,8 @@ def report(results: dict[str, dict], machine: str) -> str:
         times = sorted(r["seconds"] for r in done)
         faces = sorted(r["faces"] for r in done if "faces" in r)
         faces = f"{faces[len(faces) // 2]:,}" if faces else "not recorded"
+        wrinkles = [r["wrinkle_deg"] for r in done if "wrinkle_deg" in r]
+        wrinkles = f"{sum(wrinkles) / len(wrinkles):.2f}°" if wrinkles else "not recorded"
         solid = [r for r in done if "watertight" in r]
         one = (
             f"{sum(r['watertight'] and r['components'] == 1 for r in solid)} / {len(solid)}"
@@ -146,7 +151,7 @@ def report(results: dict[str, dict], machine: str) -> str:
             f"{colour} / {len(done)} | {one} | "
             f"{sum(r['iou'] for r in done) / len(done):.3f} | "
             f"{sum(r['chamfer'] for r in done) / len(done):.3f} | "
-            f"{faces} | {times[len(times) // 2]:.1f} s |"
+            f"{wrinkles} | {faces} | {times[len(times) // 2]:.1f} s |"
         )
     shown = [
         m for m in MODES if any(r["mode"] == m for r in results.values()) and m not in SUMMARY_ONLY
@@ -185,13 +190,16 @@ feed-forward reconstructor (`--fast`); *quality*: score distillation starting fr
 did before (recorded 2026-11-26, before the surface cleanup: watertightness and pieces were not
 recorded then); *single-view*: DreamFusion-style SDS on the image model. IoU and Chamfer (world
 units; the primitives fit the unit ball) against the world's ground-truth primitive; *pieces*:
-connected components of the exported mesh, and whether it is watertight; the 3D oracle reads the
+connected components of the exported mesh, and whether it is watertight; *wrinkle*: the mean
+angle between neighbouring faces (0 on a plane; marching cubes' tessellation of a smooth solid
+at 128^3 gives about 1°; fewer, larger faces meet at larger angles, so compare it between meshes
+of one face count); the 3D oracle reads the
 mesh rendered from 8 novel cameras (elevation 15°, azimuths 22.5° + 45°k) and a prompt counts as
 recognised when the most common reading is its colour and solid. Time: prompt → .glb written,
 {_threads(results)}.
 
-| mode | prompts | recognised | colour right | one watertight piece | mean IoU | mean Chamfer | median faces | median time |
-|---|---|---|---|---|---|---|---|---|
+| mode | prompts | recognised | colour right | one watertight piece | mean IoU | mean Chamfer | mean wrinkle | median faces | median time |
+|---|---|---|---|---|---|---|---|---|---|
 {chr(10).join(summary)}
 
 | prompt | {head} |
