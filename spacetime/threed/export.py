@@ -94,10 +94,10 @@ def decimate(mesh: trimesh.Trimesh, faces: int) -> trimesh.Trimesh:
     1997, fast-simplification through trimesh): flat sides keep few triangles, curved ones their
     shape. Collapse can fold the surface into fins (a face and its reverse), which are dropped
     with any crumbs; where so few faces would still break the solid (the thin test torus at 16
-    faces tears; two sheets of a bumpy rim can pinch into an edge of four faces), the count is
-    doubled until it holds: one watertight, consistently wound piece of the same genus (Euler
-    number). A mesh already that small is returned as it is."""
-    target, genus = faces, mesh.euler_number
+    faces tears; a tiny tunnel can pinch into an edge of four faces), the count is doubled until
+    it holds: one watertight, consistently wound piece of the same genus (Euler number). A mesh
+    already that small is returned as it is."""
+    target, euler = faces, mesh.euler_number
     while target < len(mesh.faces):
         decimated = without_fins(mesh.simplify_quadric_decimation(face_count=target))
         area = decimated.area
@@ -105,7 +105,7 @@ def decimate(mesh: trimesh.Trimesh, faces: int) -> trimesh.Trimesh:
         if (
             out.is_watertight
             and out.is_winding_consistent
-            and out.euler_number == genus
+            and out.euler_number == euler
             and out.area > 0.99 * area  # crumbs dropped, not a torn-off part
         ):
             return out
@@ -126,10 +126,10 @@ def extract_mesh(
     field: Field, resolution: int = 128, texture_size: int = 0, faces: int = 0, smoothing: int = 0
 ) -> trimesh.Trimesh:
     """The field's surface from a `resolution`^3 lattice, its largest piece only (`clean`),
-    after `smoothing` steps of volume-keeping Laplacian smoothing (`smooth`), decimated to about `faces` faces if given
-    (`decimate`), each vertex coloured by the field's albedo there; with a `texture_size` (a power
-    of two), also cut into UV charts with the albedo baked into a texture of that side
-    (`texture_mesh`)."""
+    after `smoothing` steps of volume-keeping Laplacian smoothing (`smooth`), decimated to about
+    `faces` faces if given (`decimate`), each vertex coloured by the field's albedo there; with a
+    `texture_size` (a power of two), also cut into UV charts with the albedo baked into a
+    texture of that side (`texture_mesh`)."""
     if resolution < 8:
         raise SpacetimeError(f"marching cubes resolution must be >= 8, got {resolution}")
     volume, level, inside = field.surface_volume(resolution)
