@@ -26,6 +26,11 @@ from spacetime.world.palette import COLOURS
 from spacetime.world.primitives import Camera, Primitive
 
 ROOT = Path(__file__).parents[1]
+needs_three_js = pytest.mark.skipif(
+    shutil.which("chromium") is None
+    or not (ROOT / "tools" / "node_modules" / "three" / "build").is_dir(),
+    reason="needs Chromium and `cd tools && npm install` (three.js)",
+)
 
 
 def gradient(points):
@@ -345,11 +350,7 @@ def test_glb_passes_the_khronos_validator_without_warnings(kind, sphere, texture
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    shutil.which("chromium") is None
-    or not (ROOT / "tools" / "node_modules" / "three" / "build").is_dir(),
-    reason="needs Chromium and `cd tools && npm install` (three.js)",
-)
+@needs_three_js
 def test_textured_glb_renders_in_three_js(textured, tmp_path):
     path = tmp_path / "m.glb"
     write_mesh(textured, path)
@@ -360,11 +361,7 @@ def test_textured_glb_renders_in_three_js(textured, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    shutil.which("chromium") is None
-    or not (ROOT / "tools" / "node_modules" / "three" / "build").is_dir(),
-    reason="needs Chromium and `cd tools && npm install` (three.js)",
-)
+@needs_three_js
 def test_vertex_coloured_and_textured_glbs_look_alike_in_three_js(sphere, tmp_path):
     """The same colour as COLOR_0 (linear) and as a texture (sRGB) renders the same: neither
     lighter (sRGB bytes read as linear) nor darker (glTF's metallic default material)."""

@@ -62,14 +62,6 @@ class TrainConfig:
             if not low <= getattr(self, name) <= high:
                 raise ConfigError(f"{name} must be in [{low}, {high}], got {getattr(self, name)}")
 
-    def _check_elevations(self) -> None:
-        """elevation_step and max_elevation of a task rendering the world's primitives."""
-        if self.elevation_step <= 0 or not 0 <= self.max_elevation < 90:
-            raise ConfigError(
-                "elevation_step must be > 0 and max_elevation in [0, 90), got "
-                f"{self.elevation_step} and {self.max_elevation}"
-            )
-
     def _needs(self, name: str, what: str) -> None:
         if not getattr(self, name):
             raise ConfigError(f"{self.task} training needs `{name}:` ({what})")
@@ -186,7 +178,24 @@ class VideoVAETraining(MediaTraining):
 
 
 @dataclass(frozen=True)
-class MultiViewTraining(TrainConfig):
+class OrbitTraining(TrainConfig):
+    """A task that renders the world's primitives from an orbit: at elevations 0 to
+    max_elevation, every elevation_step (the multi-view model and the reconstructor)."""
+
+    max_elevation: float = 30.0
+    elevation_step: float = 7.5
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.elevation_step <= 0 or not 0 <= self.max_elevation < 90:
+            raise ConfigError(
+                "elevation_step must be > 0 and max_elevation in [0, 90), got "
+                f"{self.elevation_step} and {self.max_elevation}"
+            )
+
+
+@dataclass(frozen=True)
+class MultiViewTraining(OrbitTraining):
     """The multi-view model (MVDream): `base` inflated with cameras and cross-view attention,
     trained whole on sets of `views` renders 360/views degrees apart in azimuth, drawn from a
     render cache on a grid of azimuths (every azimuth_step) and elevations (0 to max_elevation,
@@ -197,8 +206,6 @@ class MultiViewTraining(TrainConfig):
     caption_dropout: float = 0.1
     views: int = 4
     azimuth_step: float = 15.0
-    elevation_step: float = 7.5
-    max_elevation: float = 30.0
 
     def __post_init__(self):
         super().__post_init__()
@@ -211,7 +218,6 @@ class MultiViewTraining(TrainConfig):
                 f"azimuth_step must divide the {spacing:g} degrees between {self.views} views, "
                 f"got {self.azimuth_step}"
             )
-        self._check_elevations()
 
 
 # What a LoRA run learns from: the world's data the base never had, by name.
@@ -330,7 +336,7 @@ SHIPPED_PREPROCESSORS = ("mask", "canny")
 
 
 @dataclass(frozen=True)
-class ReconstructorTraining(TrainConfig):
+class ReconstructorTraining(OrbitTraining):
     """The fast path's feed-forward reconstructor (spacetime.threed.reconstruct): four views of a
     primitive → its truncated signed distance and albedo. Each step's sets are the world's renders
     (views 90° apart, elevation 0 to max_elevation) and, `generated_share` of them, sets that the
@@ -343,8 +349,6 @@ class ReconstructorTraining(TrainConfig):
     multiview: str = ""  # the multi-view model whose sets the reconstructor reads; "" none
     generated_per_prompt: int = 8
     generated_share: float = 0.5
-    max_elevation: float = 30.0
-    elevation_step: float = 7.5
     grid: int = 16
     width: int = 32
     latent: int = 128
@@ -355,7 +359,6 @@ class ReconstructorTraining(TrainConfig):
         self._at_least(1, "generated_per_prompt")
         if self.generated_share > 0:
             self._needs("multiview", "the multi-view model whose sets it learns to read")
-        self._check_elevations()
 
 
 CONFIGS: dict[str, type[TrainConfig]] = {
